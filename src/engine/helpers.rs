@@ -1,0 +1,217 @@
+//! The functions every rule script can call, registered once and documented once.
+//!
+//! [`HELPERS`] is the single list: [`register`] installs each entry in the engine and the rules
+//! authoring guide's helper reference is generated from the same entries
+//! (`cpc-rules helpers --markdown`), so the documentation cannot drift from what scripts can
+//! actually call. A test checks that every registered function has an entry here.
+
+use std::sync::Arc;
+
+use rhai::{Array, Dynamic, Engine, EvalAltResult, ImmutableString, Map, Position};
+
+use crate::calendar::Calendar;
+
+/// Documentation of one helper function.
+#[derive(Debug, Clone, Copy)]
+pub struct HelperDoc {
+    /// Function name as scripts call it.
+    pub name: &'static str,
+    /// Signature as a policy lead reads it.
+    pub signature: &'static str,
+    /// What it does.
+    pub doc: &'static str,
+    /// A short example line of script.
+    pub example: &'static str,
+}
+
+/// Every helper a script may call, with its documentation.
+pub const HELPERS: &[HelperDoc] = &[
+    HelperDoc {
+        name: "decide",
+        signature: "decide(outcome, summary, reasons, actions)",
+        doc: "Builds the decision a script returns: an outcome code of the script's kind, one plain-English sentence for the family, the reasons (from `reason`/`assumption`) in order, and the actions (from `action`). Add kind-specific details by setting `.details` on the result.",
+        example: r#"return decide("invite", "Your child will be invited.", [r], []);"#,
+    },
+    HelperDoc {
+        name: "reason",
+        signature: "reason(rule_id, section, text)",
+        doc: "A reason resting on the partnership's guide: `section` must be a section heading listed in `partnership.toml`; `text` paraphrases the guide in your own words.",
+        example: r#"let r = reason("york.exclusion.bail", "What support will the family receive in the Conference process?", "Bail conditions forbid contact, so the chair formally excludes the parent.");"#,
+    },
+    HelperDoc {
+        name: "assumption",
+        signature: "assumption(rule_id, section, text)",
+        doc: "A reason where the guide is silent: the citation is marked `assumption: true`. Say in `text` what is assumed and that the partnership should confirm it. Cite the nearest section.",
+        example: r#"let r = assumption("york.child.age", "Who is involved?", "The guide gives no age; we assume 12 or over counts as older. The partnership should confirm this.");"#,
+    },
+    HelperDoc {
+        name: "action",
+        signature: "action(code, description, due_date, responsible)  or  action(code, description, responsible)",
+        doc: "Something that must happen next. `code` must be listed in `rules/actions.toml`; `due_date` is a `YYYY-MM-DD` date (from the date helpers) or `()` when none applies.",
+        example: r#"action("send_plan", "Send the written plan to parents and participants.", working_days_after(facts.conference_date, 1), "conference_chair")"#,
+    },
+    HelperDoc {
+        name: "working_days_after",
+        signature: "working_days_after(date, n)",
+        doc: "The nth working day after `date` (Monday–Friday, not an England and Wales bank holiday): \"within n working days of date\".",
+        example: r#"working_days_after("2025-04-17", 1)   // "2025-04-22" (Easter)"#,
+    },
+    HelperDoc {
+        name: "months_after",
+        signature: "months_after(date, n)",
+        doc: "`date` plus n calendar months (clamped to a shorter month's end), moved back to the last working day on or before it: \"within n months of date\".",
+        example: r#"months_after("2024-11-30", 3)   // "2025-02-28""#,
+    },
+    HelperDoc {
+        name: "days_after",
+        signature: "days_after(date, n)",
+        doc: "`date` plus n calendar days (for \"every two weeks\" and similar).",
+        example: r#"days_after("2025-03-03", 14)   // "2025-03-17""#,
+    },
+    HelperDoc {
+        name: "is_working_day",
+        signature: "is_working_day(date)",
+        doc: "Whether `date` is a working day.",
+        example: r#"is_working_day("2025-12-25")   // false"#,
+    },
+    HelperDoc {
+        name: "working_days_between",
+        signature: "working_days_between(from, to)",
+        doc: "Working days after `from` up to and including `to` (negative when `to` is earlier).",
+        example: r#"working_days_between("2025-04-17", "2025-04-22")   // 1"#,
+    },
+    HelperDoc {
+        name: "is_provisional",
+        signature: "is_provisional(date)",
+        doc: "Whether `date` falls in a year whose bank holidays are marked provisional in the calendar.",
+        example: r#"is_provisional("2028-03-01")   // true"#,
+    },
+    HelperDoc {
+        name: "is_before",
+        signature: "is_before(a, b)",
+        doc: "Whether date `a` is earlier than date `b`.",
+        example: r#"if is_before(facts.as_of, due) { ... }"#,
+    },
+    HelperDoc {
+        name: "is_after",
+        signature: "is_after(a, b)",
+        doc: "Whether date `a` is later than date `b`.",
+        example: r#"if is_after(facts.as_of, due) { /* overdue */ }"#,
+    },
+    HelperDoc {
+        name: "median",
+        signature: "median(numbers)",
+        doc: "The median of a list of whole numbers (the lower middle for an even count); `()` for an empty list.",
+        example: r#"median([2, 7, 4])   // 4"#,
+    },
+    HelperDoc {
+        name: "lowest",
+        signature: "lowest(numbers)",
+        doc: "The smallest of a list of whole numbers; `()` for an empty list.",
+        example: r#"lowest([2, 7, 4])   // 2"#,
+    },
+    HelperDoc {
+        name: "highest",
+        signature: "highest(numbers)",
+        doc: "The largest of a list of whole numbers; `()` for an empty list.",
+        example: r#"highest([2, 7, 4])   // 7"#,
+    },
+];
+
+fn date_arg(s: &str) -> Result<chrono::NaiveDate, Box<EvalAltResult>> {
+    crate::facts::parse_date(s).ok_or_else(|| format!("`{s}` is not a YYYY-MM-DD date").into())
+}
+
+fn count_arg(n: i64) -> Result<u32, Box<EvalAltResult>> {
+    u32::try_from(n).ok().filter(|n| *n <= 3660).ok_or_else(|| format!("count {n} must be between 0 and 3660").into())
+}
+
+fn cal_err(e: crate::calendar::CalendarError) -> Box<EvalAltResult> {
+    e.to_string().into()
+}
+
+fn ints(list: &Array) -> Result<Vec<i64>, Box<EvalAltResult>> {
+    list.iter()
+        .map(|v| v.as_int().map_err(|t| format!("expected whole numbers, found {t}").into()))
+        .collect()
+}
+
+fn reason_map(rule_id: ImmutableString, section: ImmutableString, text: ImmutableString, assumption: bool) -> Map {
+    let mut m = Map::new();
+    m.insert("rule_id".into(), rule_id.into());
+    m.insert("section".into(), section.into());
+    m.insert("text".into(), text.into());
+    m.insert("assumption".into(), assumption.into());
+    m
+}
+
+fn action_map(code: ImmutableString, description: ImmutableString, due: Dynamic, responsible: ImmutableString) -> Result<Map, Box<EvalAltResult>> {
+    if !(due.is_unit() || due.is_string()) {
+        return Err(EvalAltResult::ErrorMismatchDataType("a date or ()".into(), due.type_name().into(), Position::NONE).into());
+    }
+    let mut m = Map::new();
+    m.insert("code".into(), code.into());
+    m.insert("description".into(), description.into());
+    m.insert("due_date".into(), due);
+    m.insert("responsible".into(), responsible.into());
+    Ok(m)
+}
+
+/// Installs every helper of [`HELPERS`] in `engine`, with date helpers on `calendar`.
+pub fn register(engine: &mut Engine, calendar: Arc<Calendar>) {
+    engine.register_fn("decide", |outcome: ImmutableString, summary: ImmutableString, reasons: Array, actions: Array| {
+        let mut m = Map::new();
+        m.insert("outcome".into(), outcome.into());
+        m.insert("summary".into(), summary.into());
+        m.insert("reasons".into(), reasons.into());
+        m.insert("actions".into(), actions.into());
+        m
+    });
+    engine.register_fn("reason", |id: ImmutableString, section: ImmutableString, text: ImmutableString| reason_map(id, section, text, false));
+    engine.register_fn("assumption", |id: ImmutableString, section: ImmutableString, text: ImmutableString| reason_map(id, section, text, true));
+    engine.register_fn("action", action_map);
+    engine.register_fn("action", |code: ImmutableString, description: ImmutableString, responsible: ImmutableString| {
+        action_map(code, description, Dynamic::UNIT, responsible)
+    });
+
+    let c = calendar.clone();
+    engine.register_fn("working_days_after", move |date: &str, n: i64| -> Result<String, Box<EvalAltResult>> {
+        Ok(c.working_days_after(date_arg(date)?, count_arg(n)?).map_err(cal_err)?.to_string())
+    });
+    let c = calendar.clone();
+    engine.register_fn("months_after", move |date: &str, n: i64| -> Result<String, Box<EvalAltResult>> {
+        Ok(c.months_after(date_arg(date)?, count_arg(n)?).map_err(cal_err)?.to_string())
+    });
+    engine.register_fn("days_after", |date: &str, n: i64| -> Result<String, Box<EvalAltResult>> {
+        let d = date_arg(date)?;
+        let n = count_arg(n)?;
+        d.checked_add_days(chrono::Days::new(u64::from(n)))
+            .map(|d| d.to_string())
+            .ok_or_else(|| "date out of range".into())
+    });
+    let c = calendar.clone();
+    engine.register_fn("is_working_day", move |date: &str| -> Result<bool, Box<EvalAltResult>> {
+        c.is_working_day(date_arg(date)?).map_err(cal_err)
+    });
+    let c = calendar.clone();
+    engine.register_fn("working_days_between", move |a: &str, b: &str| -> Result<i64, Box<EvalAltResult>> {
+        c.working_days_between(date_arg(a)?, date_arg(b)?).map_err(cal_err)
+    });
+    let c = calendar;
+    engine.register_fn("is_provisional", move |date: &str| -> Result<bool, Box<EvalAltResult>> {
+        Ok(c.is_provisional(date_arg(date)?))
+    });
+    engine.register_fn("is_before", |a: &str, b: &str| -> Result<bool, Box<EvalAltResult>> { Ok(date_arg(a)? < date_arg(b)?) });
+    engine.register_fn("is_after", |a: &str, b: &str| -> Result<bool, Box<EvalAltResult>> { Ok(date_arg(a)? > date_arg(b)?) });
+    engine.register_fn("median", |list: Array| -> Result<Dynamic, Box<EvalAltResult>> {
+        let mut v = ints(&list)?;
+        v.sort_unstable();
+        Ok(if v.is_empty() { Dynamic::UNIT } else { Dynamic::from_int(v[(v.len() - 1) / 2]) })
+    });
+    engine.register_fn("lowest", |list: Array| -> Result<Dynamic, Box<EvalAltResult>> {
+        Ok(ints(&list)?.into_iter().min().map_or(Dynamic::UNIT, Dynamic::from_int))
+    });
+    engine.register_fn("highest", |list: Array| -> Result<Dynamic, Box<EvalAltResult>> {
+        Ok(ints(&list)?.into_iter().max().map_or(Dynamic::UNIT, Dynamic::from_int))
+    });
+}

@@ -1,0 +1,20 @@
+//! cpc-rules: a decision engine for child protection conferences in England.
+//!
+//! Each local safeguarding partnership's published rules are encoded as Rhai scripts under
+//! `rules/<partnership>/`. The crate is layered so each layer can change alone:
+//!
+//! - [`model`], [`facts`], [`calendar`], [`engine`]: the pure core — facts in, decision out, no
+//!   I/O and no transport;
+//! - [`cases`]: test cases as data, run by `cargo test` and by `cpc-rules test`;
+//! - [`store`]: loading rule sets from disk, watching them, and swapping them atomically;
+//! - [`grpc`]: the tonic service, converting protobuf at the edge and mapping errors to status
+//!   in one place.
+
+pub mod calendar;
+pub mod error;
+pub mod facts;
+pub mod model;
+pub mod engine;
+pub mod suggest;
+pub mod cases;
+pub mod store;

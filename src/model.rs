@@ -1,0 +1,132 @@
+//! The decision contract as plain Rust data.
+//!
+//! These types are what every caller sees, whatever the transport: the gRPC layer converts them
+//! to and from protobuf at the edge, the CLI prints them, and the test-case runner compares them
+//! with what a partnership's case files expect. They carry no behaviour beyond serialisation so
+//! that the engine, the transport and the tools all speak the same shape.
+
+use serde::{Deserialize, Serialize};
+
+/// One decision made by a partnership's rules about one set of facts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Decision {
+    /// Unique id of this decision (a UUID), for audit trails in the caller's case system.
+    pub decision_id: String,
+    /// Partnership id whose rules decided (`york`, `barnsley`, …).
+    pub partnership: String,
+    /// Decision kind (`attendance`, `plan_type`, …).
+    pub kind: String,
+    /// The outcome code: one of the kind's codes (see [`crate::facts::Kind::outcomes`]).
+    pub outcome: String,
+    /// One plain-English sentence a parent could read.
+    pub summary: String,
+    /// The rationale, in the order the rules fired.
+    pub reasons: Vec<Reason>,
+    /// What must happen next.
+    pub actions: Vec<Action>,
+    /// Content hash of the partnership's rule set that made this decision.
+    pub rules_revision: String,
+    /// When the decision was made (RFC 3339, UTC).
+    pub decided_at: String,
+    /// Kind-specific structured details (empty where the kind has none).
+    pub details: Details,
+}
+
+/// One rule that fired, with the guide it rests on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reason {
+    /// Stable id of the rule, e.g. `york.exclusion.bail-conditions`.
+    pub rule_id: String,
+    /// Plain-English explanation (paraphrasing the guide, never quoting it).
+    pub text: String,
+    /// The guide and section this reason rests on.
+    pub citation: Citation,
+}
+
+/// Where in a partnership's published guidance a reason comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Citation {
+    /// Title of the guidance document.
+    pub document: String,
+    /// Section heading within the document.
+    pub section: String,
+    /// True when the guide is silent and the reason states the assumption made instead.
+    pub assumption: bool,
+}
+
+/// Something that must happen next.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Action {
+    /// Machine-readable action code (see the README's action code table).
+    pub code: String,
+    /// Plain-English description.
+    pub description: String,
+    /// Due date as `YYYY-MM-DD`, where one applies.
+    pub due_date: Option<String>,
+    /// Who is responsible (`social_worker`, `conference_chair`, …).
+    pub responsible: String,
+}
+
+/// Kind-specific structured details.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Details {
+    /// `plan_type`: the categories of abuse under which a child protection plan is made.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub categories: Vec<String>,
+    /// `complaint_eligibility`: the route of each ground, in the order the grounds were given.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub grounds: Vec<GroundRoute>,
+    /// `complaint_eligibility`: the only recommendations a Stage 2 panel may make.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub panel_recommendations: Vec<String>,
+}
+
+/// Where one complaint ground goes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroundRoute {
+    /// Index of the ground in the request (0-based).
+    pub index: u32,
+    /// The ground's category as given.
+    pub category: String,
+    /// `stage2_panel` or `agency_complaints_procedure`.
+    pub route: String,
+}
+
+/// What the service tells callers about one loaded partnership.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PartnershipInfo {
+    /// Partnership id.
+    pub id: String,
+    /// Display name.
+    pub name: String,
+    /// Active rule-set revision.
+    pub revision: String,
+    /// Decision kinds this partnership answers.
+    pub kinds: Vec<String>,
+    /// Guidance documents the rules cite.
+    pub documents: Vec<GuidanceDocument>,
+    /// When the active revision was loaded (RFC 3339).
+    pub loaded_at: String,
+    /// The last reload attempt that failed since the active revision went live, if any.
+    pub last_failure: Option<ReloadFailure>,
+}
+
+/// A guidance document a partnership's rules cite.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GuidanceDocument {
+    /// Title, as cited in reasons.
+    pub title: String,
+    /// File name under `../shared/guidance/` (or a URL).
+    pub source: String,
+    /// Section headings reasons may cite.
+    pub sections: Vec<String>,
+}
+
+/// A reload that was refused, kept so operators can see why the old revision still serves.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReloadFailure {
+    /// When the attempt was made (RFC 3339).
+    pub at: String,
+    /// Each problem found, as `file:line:col: message`.
+    pub diagnostics: Vec<String>,
+}

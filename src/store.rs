@@ -1,0 +1,342 @@
+//! Loading rule sets from the rules folder, and swapping them atomically.
+//!
+//! This is the only module that reads rule files. A partnership's rule set goes live only when
+//! every file compiles, every static check passes and every test case passes; then it replaces
+//! the old set in one atomic swap ([`arc_swap::ArcSwap`]). A request that started on the old set
+//! finishes on it, because it holds its own `Arc`. A failed attempt leaves the last good set
+//! serving and is kept, with its diagnostics, for `ListPartnerships` and the logs.
+//!
+//! Layout of the rules folder:
+//!
+//! ```text
+//! rules/
+//!   actions.toml                 action codes scripts may use
+//!   calendar/bank-holidays.toml  England and Wales bank holidays
+//!   shared/*.rhai                functions every partnership may call
+//!   <partnership>/partnership.toml, <kind>.rhai, tests/*.toml
+//! ```
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use arc_swap::ArcSwap;
+use serde_json::Value;
+
+use crate::cases::{Case, CaseResult, parse_cases, run_case};
+use crate::engine::{Diagnostic, DiagnosticSeverity, Limits, RuleSet, RuleSources, SourceFile};
+use crate::error::DecisionError;
+use crate::model::{Decision, PartnershipInfo, ReloadFailure};
+
+/// A live rule set with what it was checked against.
+#[derive(Debug)]
+pub struct Loaded {
+    /// The compiled rules.
+    pub set: RuleSet,
+    /// Its test cases (all of which passed when it went live).
+    pub cases: Vec<Case>,
+    /// When it went live (RFC 3339).
+    pub loaded_at: String,
+}
+
+/// Why a partnership's rule set was refused.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Refusal {
+    /// Partnership id.
+    pub partnership: String,
+    /// Compile and check problems.
+    pub diagnostics: Vec<Diagnostic>,
+    /// Failed test cases, as readable lines.
+    pub failed_cases: Vec<String>,
+}
+
+impl Refusal {
+    /// Every problem as one line each.
+    pub fn lines(&self) -> Vec<String> {
+        self.diagnostics.iter().map(Diagnostic::one_line).chain(self.failed_cases.iter().cloned()).collect()
+    }
+}
+
+/// Everything a build of one partnership produced, pass or fail.
+#[derive(Debug)]
+pub struct Build {
+    /// Partnership id.
+    pub id: String,
+    /// The compiled set, if it compiled.
+    pub set: Option<RuleSet>,
+    /// Compile and check problems.
+    pub diagnostics: Vec<Diagnostic>,
+    /// Every case result (when it compiled).
+    pub results: Vec<CaseResult>,
+    /// Cases parsed (even if the set did not compile).
+    pub cases: Vec<Case>,
+}
+
+impl Build {
+    /// Whether the build may go live.
+    pub fn ok(&self) -> bool {
+        self.set.is_some() && self.diagnostics.is_empty() && self.results.iter().all(CaseResult::passed)
+    }
+
+    fn refusal(&self) -> Refusal {
+        Refusal {
+            partnership: self.id.clone(),
+            diagnostics: self.diagnostics.clone(),
+            failed_cases: self
+                .results
+                .iter()
+                .filter(|r| !r.passed())
+                .map(|r| format!("{}:{}: case `{}` failed: {}", r.case.file, r.case.line, r.case.name, r.mismatches.join("; ")))
+                .collect(),
+        }
+    }
+}
+
+fn rel(root: &Path, p: &Path) -> String {
+    p.strip_prefix(root).unwrap_or(p).to_string_lossy().replace('\\', "/")
+}
+
+fn read(root: &Path, p: &Path) -> Result<SourceFile, Diagnostic> {
+    std::fs::read_to_string(p).map(|text| SourceFile { path: rel(root, p), text }).map_err(|e| Diagnostic {
+        severity: DiagnosticSeverity::Error,
+        code: "io",
+        file: rel(root, p),
+        line: None,
+        column: None,
+        message: format!("cannot read: {e}"),
+        help: None,
+        source_line: None,
+    })
+}
+
+fn list(dir: &Path, ext: &str) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|rd| rd.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.is_file() && p.extension().is_some_and(|x| x == ext)).collect())
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+/// The partnership ids in a rules folder: every sub-folder with a `partnership.toml`.
+pub fn partnership_ids(root: &Path) -> std::io::Result<Vec<String>> {
+    let mut ids: Vec<String> = std::fs::read_dir(root)?
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().join("partnership.toml").is_file())
+        .filter_map(|e| e.file_name().to_str().map(str::to_string))
+        .collect();
+    ids.sort();
+    Ok(ids)
+}
+
+/// Reads, compiles, checks and tests one partnership from disk.
+pub fn build(root: &Path, id: &str, limits: &Limits) -> Build {
+    let mut diagnostics = Vec::new();
+    let mut ok = |r: Result<SourceFile, Diagnostic>| match r {
+        Ok(f) => Some(f),
+        Err(d) => {
+            diagnostics.push(d);
+            None
+        }
+    };
+    let dir = root.join(id);
+    let metadata = ok(read(root, &dir.join("partnership.toml")));
+    let calendar = ok(read(root, &root.join("calendar").join("bank-holidays.toml")));
+    let actions = ok(read(root, &root.join("actions.toml")));
+    let scripts: Vec<SourceFile> = list(&dir, "rhai").iter().filter_map(|p| ok(read(root, p))).collect();
+    let shared: Vec<SourceFile> = list(&root.join("shared"), "rhai").iter().filter_map(|p| ok(read(root, p))).collect();
+    let case_files: Vec<SourceFile> = list(&dir.join("tests"), "toml").iter().filter_map(|p| ok(read(root, p))).collect();
+    let mut cases = Vec::new();
+    for f in &case_files {
+        match parse_cases(f) {
+            Ok(c) => cases.extend(c),
+            Err(d) => diagnostics.extend(d),
+        }
+    }
+    let (Some(metadata), Some(calendar), Some(actions)) = (metadata, calendar, actions) else {
+        return Build { id: id.to_string(), set: None, diagnostics, results: Vec::new(), cases };
+    };
+    let sources = RuleSources { id: id.to_string(), metadata, scripts, shared, calendar, actions };
+    match RuleSet::compile(&sources, limits) {
+        Ok(set) => {
+            let results = cases.iter().map(|c| run_case(&set, c)).collect();
+            Build { id: id.to_string(), set: Some(set), diagnostics, results, cases }
+        }
+        Err(d) => {
+            diagnostics.extend(d);
+            Build { id: id.to_string(), set: None, diagnostics, results: Vec::new(), cases }
+        }
+    }
+}
+
+/// What a reload did for each partnership it looked at.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ReloadReport {
+    /// Partnerships whose new revision went live: (id, revision).
+    pub swapped: Vec<(String, String)>,
+    /// Partnerships whose sources had not changed.
+    pub unchanged: Vec<String>,
+    /// Partnerships whose new sources were refused.
+    pub refused: Vec<Refusal>,
+}
+
+/// The live rule sets of every partnership.
+pub struct RuleStore {
+    root: PathBuf,
+    limits: Limits,
+    sets: ArcSwap<BTreeMap<String, Arc<Loaded>>>,
+    failures: Mutex<BTreeMap<String, ReloadFailure>>,
+    reload_lock: Mutex<()>,
+}
+
+impl std::fmt::Debug for RuleStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RuleStore").field("root", &self.root).finish_non_exhaustive()
+    }
+}
+
+fn now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+impl RuleStore {
+    /// Loads every partnership in `root`. Fails, naming every problem, if any partnership does
+    /// not compile or pass its test cases: the service never starts on rules it cannot trust.
+    pub fn load(root: impl Into<PathBuf>, limits: Limits) -> Result<RuleStore, Vec<Refusal>> {
+        let root = root.into();
+        let ids = partnership_ids(&root).map_err(|e| {
+            vec![Refusal {
+                partnership: "*".into(),
+                diagnostics: vec![Diagnostic {
+                    severity: DiagnosticSeverity::Error,
+                    code: "io",
+                    file: root.display().to_string(),
+                    line: None,
+                    column: None,
+                    message: format!("cannot read the rules folder: {e}"),
+                    help: None,
+                    source_line: None,
+                }],
+                failed_cases: Vec::new(),
+            }]
+        })?;
+        let mut sets = BTreeMap::new();
+        let mut refused = Vec::new();
+        for id in ids {
+            let b = build(&root, &id, &limits);
+            if b.ok() {
+                if let Some(set) = b.set {
+                    sets.insert(id, Arc::new(Loaded { set, cases: b.cases, loaded_at: now() }));
+                }
+            } else {
+                refused.push(b.refusal());
+            }
+        }
+        if !refused.is_empty() {
+            return Err(refused);
+        }
+        if sets.is_empty() {
+            return Err(vec![Refusal {
+                partnership: "*".into(),
+                diagnostics: vec![Diagnostic {
+                    severity: DiagnosticSeverity::Error,
+                    code: "empty",
+                    file: root.display().to_string(),
+                    line: None,
+                    column: None,
+                    message: "no partnership folders (with a partnership.toml) were found".into(),
+                    help: None,
+                    source_line: None,
+                }],
+                failed_cases: Vec::new(),
+            }]);
+        }
+        Ok(RuleStore { root, limits, sets: ArcSwap::from_pointee(sets), failures: Mutex::new(BTreeMap::new()), reload_lock: Mutex::new(()) })
+    }
+
+    /// The rules folder.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The limits scripts run under.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// The live rule set of a partnership (hold it for the whole of a request).
+    pub fn get(&self, partnership: &str) -> Option<Arc<Loaded>> {
+        self.sets.load().get(partnership).cloned()
+    }
+
+    /// Ids of the live partnerships.
+    pub fn ids(&self) -> Vec<String> {
+        self.sets.load().keys().cloned().collect()
+    }
+
+    /// Makes a decision with the partnership's live rule set.
+    pub fn decide(&self, partnership: &str, kind: &str, facts: &Value) -> Result<Decision, DecisionError> {
+        let loaded = self.get(partnership).ok_or_else(|| DecisionError::UnknownPartnership(partnership.to_string()))?;
+        loaded.set.decide(kind, facts)
+    }
+
+    /// What `ListPartnerships` reports.
+    pub fn partnerships(&self) -> Vec<PartnershipInfo> {
+        let failures = self.failures.lock().map(|f| f.clone()).unwrap_or_default();
+        self.sets
+            .load()
+            .values()
+            .map(|l| {
+                let m = l.set.metadata();
+                PartnershipInfo {
+                    id: m.id.clone(),
+                    name: m.name.clone(),
+                    revision: l.set.revision().to_string(),
+                    kinds: l.set.kinds().map(|k| k.name.clone()).collect(),
+                    documents: m.documents.clone(),
+                    loaded_at: l.loaded_at.clone(),
+                    last_failure: failures.get(&m.id).cloned(),
+                }
+            })
+            .collect()
+    }
+
+    /// Rebuilds the named partnerships (all when `only` is empty) from disk and swaps in each
+    /// one that compiles, checks and passes its cases. A refused one keeps its old set.
+    pub fn reload(&self, only: &[String]) -> ReloadReport {
+        let _guard = self.reload_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let ids = if only.is_empty() { partnership_ids(&self.root).unwrap_or_default() } else { only.to_vec() };
+        let mut report = ReloadReport { swapped: Vec::new(), unchanged: Vec::new(), refused: Vec::new() };
+        for id in ids {
+            let b = build(&self.root, &id, &self.limits);
+            let current = self.get(&id);
+            if b.ok() {
+                let Some(set) = b.set else { continue };
+                if current.as_ref().is_some_and(|c| c.set.revision() == set.revision()) {
+                    report.unchanged.push(id);
+                    continue;
+                }
+                let revision = set.revision().to_string();
+                let loaded = Arc::new(Loaded { set, cases: b.cases, loaded_at: now() });
+                self.sets.rcu(|m| {
+                    let mut m = BTreeMap::clone(m);
+                    m.insert(id.clone(), loaded.clone());
+                    m
+                });
+                if let Ok(mut f) = self.failures.lock() {
+                    f.remove(&id);
+                }
+                tracing::info!(partnership = %id, %revision, "rule set swapped in");
+                report.swapped.push((id, revision));
+            } else {
+                let refusal = b.refusal();
+                let lines = refusal.lines();
+                tracing::warn!(partnership = %id, problems = lines.len(), diagnostics = ?lines, "rule set refused; the last good revision keeps serving");
+                if let Ok(mut f) = self.failures.lock() {
+                    f.insert(id.clone(), ReloadFailure { at: now(), diagnostics: lines });
+                }
+                report.refused.push(refusal);
+            }
+        }
+        report
+    }
+}
