@@ -18,3 +18,4 @@ pub mod engine;
 pub mod suggest;
 pub mod cases;
 pub mod store;
+pub mod grpc;

@@ -215,3 +215,13 @@ pub fn register(engine: &mut Engine, calendar: Arc<Calendar>) {
         Ok(ints(&list)?.into_iter().max().map_or(Dynamic::UNIT, Dynamic::from_int))
     });
 }
+
+/// The helper reference as Markdown, generated from [`HELPERS`] (used by `cpc-rules helpers`
+/// and checked against `docs/helpers.md` by a test).
+pub fn reference_markdown() -> String {
+    let mut s = String::from("# Helper reference\n\nGenerated from the engine by `cpc-rules helpers`; do not edit by hand.\n\n");
+    for h in HELPERS {
+        s.push_str(&format!("## `{}`\n\n`{}`\n\n{}\n\n```rhai\n{}\n```\n\n", h.name, h.signature, h.doc, h.example));
+    }
+    s
+}

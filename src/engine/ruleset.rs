@@ -642,6 +642,9 @@ impl CheckContext<'_> {
                 Some(ASTNode::Expr(Expr::FnCall(call, pos))) if call.op_token.is_none() && call.namespace.is_empty() => {
                     self.check_call(call.name.as_str(), &call.args, *pos, &local_fns, diags);
                 }
+                Some(ASTNode::Stmt(rhai::Stmt::FnCall(call, pos))) if call.op_token.is_none() && call.namespace.is_empty() => {
+                    self.check_call(call.name.as_str(), &call.args, *pos, &local_fns, diags);
+                }
                 Some(ASTNode::Expr(Expr::MethodCall(call, pos))) => {
                     if !self.known_fns.contains(call.name.as_str()) && !local_fns.contains(call.name.as_str()) {
                         self.unknown_fn(call.name.as_str(), *pos, &local_fns, diags);

@@ -340,3 +340,5 @@ impl RuleStore {
         report
     }
 }
+
+pub mod watch;
