@@ -1,1 +1,214 @@
+//! The hardened engine, tested like a feature: limits, budget, isolation, result checking and
+//! static diagnostics.
 
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use super::*;
+use crate::error::{DecisionError, ScriptFailure};
+
+const META: &str = r#"
+id = "t"
+name = "Test"
+[[documents]]
+title = "Test guide"
+source = "t.md"
+sections = ["Section A", "Section B"]
+[custom_kinds.probe]
+outcomes = ["yes", "no"]
+"#;
+
+fn sources(kind: &str, script: &str) -> RuleSources {
+    let file = |path: &str, text: &str| SourceFile { path: path.to_string(), text: text.to_string() };
+    RuleSources {
+        id: "t".into(),
+        metadata: file("t/partnership.toml", META),
+        scripts: vec![file(&format!("t/{kind}.rhai"), script)],
+        shared: vec![file("shared/timescales.rhai", include_str!("../../rules/shared/timescales.rhai"))],
+        calendar: file("calendar/bank-holidays.toml", include_str!("../../rules/calendar/bank-holidays.toml")),
+        actions: file("actions.toml", include_str!("../../rules/actions.toml")),
+    }
+}
+
+fn compile(kind: &str, script: &str) -> RuleSet {
+    match RuleSet::compile(&sources(kind, script), &Limits::default()) {
+        Ok(s) => s,
+        Err(d) => panic!("did not compile: {d:?}"),
+    }
+}
+
+fn diagnostics(kind: &str, script: &str) -> Vec<Diagnostic> {
+    RuleSet::compile(&sources(kind, script), &Limits::default()).err().unwrap_or_default()
+}
+
+const OK_TAIL: &str = r#"decide("yes", "Yes.", [reason("t.a", "Section A", "Because.")], [])"#;
+
+fn run(script: &str) -> Result<crate::model::Decision, DecisionError> {
+    compile("probe", script).decide("probe", &json!({}))
+}
+
+fn failure(script: &str) -> (ScriptFailure, String, Option<usize>, String) {
+    match run(script) {
+        Err(DecisionError::Script { failure, location, message }) => (failure, location.file, location.line, message),
+        other => panic!("expected a script error, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_well_formed_script_decides_with_citation_and_revision() {
+    let set = compile("probe", OK_TAIL);
+    let d = set.decide("probe", &json!({})).expect("decides");
+    assert_eq!(d.outcome, "yes");
+    assert_eq!(d.reasons[0].citation.document, "Test guide");
+    assert_eq!(d.rules_revision, set.revision());
+    assert_eq!(d.rules_revision.len(), 16);
+}
+
+#[test]
+fn an_endless_loop_is_stopped_within_budget() {
+    let start = Instant::now();
+    let (f, file, line, _) = failure("let x = 0; loop { x += 1; }");
+    assert!(matches!(f, ScriptFailure::Limit | ScriptFailure::Timeout), "{f:?}");
+    assert_eq!((file.as_str(), line), ("t/probe.rhai", Some(1)));
+    assert!(start.elapsed() < Duration::from_secs(5));
+}
+
+#[test]
+fn the_wall_clock_budget_stops_slow_scripts() {
+    let limits = Limits { max_operations: u64::MAX, time_budget: Duration::from_millis(20), ..Limits::default() };
+    let set = RuleSet::compile(&sources("probe", "let x = 0; loop { x += 1; }"), &limits).expect("compiles");
+    match set.decide("probe", &json!({})) {
+        Err(DecisionError::Script { failure: ScriptFailure::Timeout, message, .. }) => assert!(message.contains("20 ms"), "{message}"),
+        other => panic!("expected a timeout, got {other:?}"),
+    }
+}
+
+#[test]
+fn deep_recursion_is_stopped() {
+    let (f, _, _, msg) = failure("fn down(n) { down(n + 1) } down(0)");
+    assert_eq!(f, ScriptFailure::Limit, "{msg}");
+}
+
+#[test]
+fn huge_strings_and_arrays_are_stopped() {
+    let (f, _, _, _) = failure(r#"let s = "x"; loop { s += s; }"#);
+    assert_eq!(f, ScriptFailure::Limit);
+    let (f, _, _, _) = failure("let a = []; loop { a.push(1); }");
+    assert_eq!(f, ScriptFailure::Limit);
+}
+
+#[test]
+fn a_throw_names_file_line_and_column() {
+    let (f, file, line, msg) = failure("let a = 1;\nif a == 1 {\n    throw \"boom\";\n}\n");
+    assert_eq!(f, ScriptFailure::Runtime);
+    assert_eq!((file.as_str(), line), ("t/probe.rhai", Some(3)));
+    assert!(msg.contains("boom"), "{msg}");
+}
+
+#[test]
+fn wrong_shapes_and_unknown_codes_are_errors_not_decisions() {
+    for (script, needle) in [
+        ("42", "did not return a decision"),
+        (r#"let o = "maybe"; decide(o, "S.", [reason("t.a", "Section A", "x")], [])"#, "not a `probe` outcome"),
+        (r#"decide("yes", "S.", [], [])"#, "at least one reason"),
+        (r#"let s = "Nowhere"; decide("yes", "S.", [reason("t.a", s, "x")], [])"#, "not listed in partnership.toml"),
+        (r#"let c = "fly"; decide("yes", "S.", [reason("t.a", "Section A", "x")], [action(c, "d", "x")])"#, "not listed in actions.toml"),
+        (r#"decide("yes", "S.", [reason("t.a", "Section A", "x")], [action("send_plan", "d", "2025-02-30", "x")])"#, "not a YYYY-MM-DD"),
+        (r#"let d = decide("yes", "S.", [reason("t.a", "Section A", "x")], []); d.extra = 1; d"#, "unexpected field"),
+    ] {
+        let (f, file, _, msg) = failure(script);
+        assert_eq!(f, ScriptFailure::BadResult, "{script}: {msg}");
+        assert_eq!(file, "t/probe.rhai");
+        assert!(msg.contains(needle), "{script}: {msg}");
+    }
+}
+
+#[test]
+fn scripts_cannot_load_files_or_eval() {
+    let d = diagnostics("probe", &format!("import \"/etc/passwd\" as p;\n{OK_TAIL}"));
+    let err = run(&format!("import \"/etc/passwd\" as p;\n{OK_TAIL}"));
+    assert!(!d.is_empty() || err.is_err(), "import must fail");
+    let d = diagnostics("probe", &format!("eval(\"1\");\n{OK_TAIL}"));
+    assert!(!d.is_empty(), "eval is disabled");
+}
+
+#[test]
+fn facts_are_read_only_and_variables_strict() {
+    let (f, _, line, _) = failure(&format!("facts = #{{}};\n{OK_TAIL}"));
+    assert_eq!((f, line), (ScriptFailure::Runtime, Some(1)));
+    let d = diagnostics("probe", &format!("let a = undefined_thing;\n{OK_TAIL}"));
+    assert_eq!(d[0].code, "syntax");
+    assert_eq!(d[0].line, Some(1));
+}
+
+#[test]
+fn static_checks_report_every_problem_with_position_and_hint() {
+    let script = r#"
+let r = reasn("t.a", "Section A", "x");
+if facts.agee > 12 { return decide("invitee", "S.", [reason("t.b", "Sectoin A", "x")], []); }
+decide("invite", "S.", [r], [action("sen_plan", "d", "x")])
+"#;
+    let d = diagnostics("child_invitation", script);
+    let got: Vec<(&str, Option<usize>, Option<&str>)> = d.iter().map(|d| (d.code, d.line, d.help.as_deref())).collect();
+    assert_eq!(got, vec![
+        ("unknown-helper", Some(2), Some("did you mean `reason`?")),
+        ("unknown-fact", Some(3), Some("did you mean `facts.age`?")),
+        ("unknown-outcome", Some(3), Some("did you mean `invite`?")),
+        ("unknown-section", Some(3), Some("did you mean `Section A`?")),
+        ("unknown-action", Some(4), Some("did you mean `send_plan`?")),
+    ]);
+    assert!(d.iter().all(|d| d.file == "t/child_invitation.rhai" && d.column.is_some() && d.source_line.is_some()));
+}
+
+#[test]
+fn syntax_errors_in_several_scripts_are_all_reported() {
+    let mut src = sources("probe", "let x = ;");
+    src.scripts.push(SourceFile { path: "t/exclusion.rhai".into(), text: "if (".into() });
+    let d = RuleSet::compile(&src, &Limits::default()).err().unwrap_or_default();
+    let files: Vec<&str> = d.iter().map(|d| d.file.as_str()).collect();
+    assert_eq!(files, ["t/probe.rhai", "t/exclusion.rhai"]);
+}
+
+#[test]
+fn unknown_kinds_and_bad_metadata_are_reported() {
+    let d = diagnostics("plan_typ", OK_TAIL);
+    assert_eq!(d[0].code, "unknown-kind");
+    assert!(d[0].message.contains("did you mean `plan_type`"), "{}", d[0].message);
+    let mut src = sources("probe", OK_TAIL);
+    src.metadata.text = "id = \"t\"\nname = 3\n".into();
+    let d = RuleSet::compile(&src, &Limits::default()).err().unwrap_or_default();
+    assert_eq!((d[0].code, d[0].line), ("toml", Some(2)));
+}
+
+#[test]
+fn shared_functions_and_date_helpers_are_available() {
+    let set = compile("probe", r#"
+let due = initial_conference_due("2024-03-18");
+decide("yes", due, [reason("t.a", "Section A", months_after("2024-11-30", 3))], [])
+"#);
+    let d = set.decide("probe", &json!({})).expect("decides");
+    assert_eq!(d.summary, "2024-04-10");
+    assert_eq!(d.reasons[0].text, "2025-02-28");
+}
+
+#[test]
+fn invalid_facts_are_refused_before_the_script_runs() {
+    let set = compile("child_invitation", r#"throw "must not run""#);
+    match set.decide("child_invitation", &json!({"age": 30})) {
+        Err(DecisionError::InvalidFacts(v)) => assert!(v.iter().any(|f| f.field == "age")),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn every_registered_helper_is_documented() {
+    let engine = build_engine(&Limits::default(), std::sync::Arc::new(crate::calendar::Calendar::from_toml(include_str!("../../rules/calendar/bank-holidays.toml")).expect("calendar")));
+    let own: std::collections::BTreeSet<String> = engine
+        .gen_fn_signatures(false)
+        .into_iter()
+        .filter_map(|s| s.split('(').next().map(str::to_string))
+        .collect();
+    let documented: std::collections::BTreeSet<String> = helpers::HELPERS.iter().map(|h| h.name.to_string()).collect();
+    assert_eq!(own, documented);
+}

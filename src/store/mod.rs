@@ -179,6 +179,10 @@ pub struct ReloadReport {
     pub refused: Vec<Refusal>,
 }
 
+/// A function told of every reload's report, whatever triggered it (the file watcher, SIGHUP or
+/// `ReloadRules`): how the service counts reloads in its metrics without the store knowing.
+pub type ReloadObserver = Arc<dyn Fn(&ReloadReport) + Send + Sync>;
+
 /// The live rule sets of every partnership.
 pub struct RuleStore {
     root: PathBuf,
@@ -186,6 +190,7 @@ pub struct RuleStore {
     sets: ArcSwap<BTreeMap<String, Arc<Loaded>>>,
     failures: Mutex<BTreeMap<String, ReloadFailure>>,
     reload_lock: Mutex<()>,
+    observers: Mutex<Vec<ReloadObserver>>,
 }
 
 impl std::fmt::Debug for RuleStore {
@@ -250,7 +255,7 @@ impl RuleStore {
                 failed_cases: Vec::new(),
             }]);
         }
-        Ok(RuleStore { root, limits, sets: ArcSwap::from_pointee(sets), failures: Mutex::new(BTreeMap::new()), reload_lock: Mutex::new(()) })
+        Ok(RuleStore { root, limits, sets: ArcSwap::from_pointee(sets), failures: Mutex::new(BTreeMap::new()), reload_lock: Mutex::new(()), observers: Mutex::new(Vec::new()) })
     }
 
     /// The rules folder.
@@ -300,6 +305,11 @@ impl RuleStore {
             .collect()
     }
 
+    /// Adds a function to be told of every reload's report, after the reload is done.
+    pub fn observe_reloads(&self, observer: ReloadObserver) {
+        self.observers.lock().unwrap_or_else(|p| p.into_inner()).push(observer);
+    }
+
     /// Rebuilds the named partnerships (all when `only` is empty) from disk and swaps in each
     /// one that compiles, checks and passes its cases. A refused one keeps its old set.
     pub fn reload(&self, only: &[String]) -> ReloadReport {
@@ -312,6 +322,10 @@ impl RuleStore {
             if b.ok() {
                 let Some(set) = b.set else { continue };
                 if current.as_ref().is_some_and(|c| c.set.revision() == set.revision()) {
+                    // The files are back to what is live: any earlier failure no longer applies.
+                    if let Ok(mut f) = self.failures.lock() {
+                        f.remove(&id);
+                    }
                     report.unchanged.push(id);
                     continue;
                 }
@@ -336,6 +350,10 @@ impl RuleStore {
                 }
                 report.refused.push(refusal);
             }
+        }
+        let observers = self.observers.lock().map(|o| o.clone()).unwrap_or_default();
+        for observe in observers {
+            observe(&report);
         }
         report
     }
