@@ -202,6 +202,24 @@ const TIMESCALES: &[FactSpec] = &[
     req("as_of", FactType::Date, "the date to assess the timescales on"),
 ];
 
+impl FactType {
+    /// The type in words, for generated documentation.
+    pub fn describe(&self) -> String {
+        match self {
+            FactType::Bool => "true/false".into(),
+            FactType::Int { min, max } => format!("whole number {min}–{max}"),
+            FactType::Date => "date `YYYY-MM-DD`".into(),
+            FactType::Text => format!("text (at most {MAX_TEXT} characters)"),
+            FactType::Enum(v) => format!("one of {}", v.iter().map(|c| format!("`{c}`")).collect::<Vec<_>>().join(", ")),
+            FactType::List(inner) => format!("list (at most {MAX_ITEMS}) of {}", inner.describe()),
+            FactType::Object(fields) => format!(
+                "{{ {} }}",
+                fields.iter().map(|f| format!("`{}`: {}", f.name, f.ty.describe())).collect::<Vec<_>>().join(", ")
+            ),
+        }
+    }
+}
+
 /// One problem with one field of a request.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct FieldViolation {

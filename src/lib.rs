@@ -19,3 +19,4 @@ pub mod suggest;
 pub mod cases;
 pub mod store;
 pub mod grpc;
+pub mod matrix;

@@ -16,7 +16,10 @@ use cpc_rules::engine::Limits;
 use cpc_rules::facts::Kind;
 use std::sync::Arc;
 
+use cpc_rules::grpc::auth::{AccessPolicy, Secret};
+use cpc_rules::grpc::limits::RateLimit;
 use cpc_rules::grpc::server::ServerOptions;
+use cpc_rules::grpc::transport::TlsSettings;
 use cpc_rules::store::{RuleStore, build, partnership_ids, watch};
 
 /// Exit code: everything passed.
@@ -102,6 +105,11 @@ enum Command {
     },
     /// Print the reference of helpers scripts can call (Markdown).
     Helpers,
+    /// Print the README's table of how the partnerships differ, generated from the rules.
+    Matrix {
+        #[command(flatten)]
+        rules: RulesArg,
+    },
 }
 
 #[derive(clap::Args, Clone)]
@@ -123,6 +131,69 @@ struct ServeArgs {
     /// Log format.
     #[arg(long, env = "CPC_LOG_FORMAT", value_enum, default_value_t)]
     log_format: LogFormat,
+    /// Log each request's facts and case_ref (debugging only: they may identify a child).
+    #[arg(long, env = "CPC_LOG_FACTS")]
+    log_facts: bool,
+
+    /// Server certificate chain (PEM) for TLS; needs --tls-key.
+    #[arg(long, env = "CPC_TLS_CERT", requires = "tls_key", help_heading = "Transport security")]
+    tls_cert: Option<PathBuf>,
+    /// Server private key (PEM) for TLS; needs --tls-cert.
+    #[arg(long, env = "CPC_TLS_KEY", requires = "tls_cert", help_heading = "Transport security")]
+    tls_key: Option<PathBuf>,
+    /// CA certificate(s) (PEM) to verify client certificates against: mutual TLS.
+    #[arg(long, env = "CPC_TLS_CLIENT_CA", requires = "tls_cert", help_heading = "Transport security")]
+    tls_client_ca: Option<PathBuf>,
+    /// With --tls-client-ca: also accept clients without a certificate (they need a token).
+    #[arg(long, env = "CPC_TLS_CLIENT_CERT_OPTIONAL", requires = "tls_client_ca", help_heading = "Transport security")]
+    tls_client_cert_optional: bool,
+    /// Serve plaintext gRPC on a non-loopback address (only behind a TLS-terminating proxy).
+    #[arg(long, env = "CPC_ALLOW_PLAINTEXT", help_heading = "Transport security")]
+    allow_plaintext: bool,
+    /// File holding the admin bearer token (or set CPC_ADMIN_TOKEN); needed for ReloadRules.
+    #[arg(long, env = "CPC_ADMIN_TOKEN_FILE", help_heading = "Access")]
+    admin_token_file: Option<PathBuf>,
+    /// File holding the caller bearer token (or set CPC_CALLER_TOKEN); when set, decision RPCs need it.
+    #[arg(long, env = "CPC_CALLER_TOKEN_FILE", help_heading = "Access")]
+    caller_token_file: Option<PathBuf>,
+    /// Client-certificate subject CN or SAN that is an admin (mutual TLS); repeat or comma-separate.
+    #[arg(long = "admin-client-cn", env = "CPC_ADMIN_CLIENT_CN", value_delimiter = ',', help_heading = "Access")]
+    admin_client_cn: Vec<String>,
+
+    /// Most rule scripts running at once (default: 4 per core).
+    #[arg(long, env = "CPC_MAX_CONCURRENT_DECISIONS", help_heading = "Load")]
+    max_concurrent_decisions: Option<usize>,
+    /// Most decisions waiting for a script slot; more are shed with RESOURCE_EXHAUSTED (default: 64 per core).
+    #[arg(long, env = "CPC_MAX_QUEUED_DECISIONS", help_heading = "Load")]
+    max_queued_decisions: Option<usize>,
+    /// Longest a decision waits for a script slot before it is shed with RESOURCE_EXHAUSTED.
+    #[arg(long, env = "CPC_MAX_QUEUE_WAIT", default_value = "500ms", value_parser = humantime::parse_duration, help_heading = "Load")]
+    max_queue_wait: std::time::Duration,
+    /// Longest any call may take (a shorter grpc-timeout from the caller wins).
+    #[arg(long, env = "CPC_REQUEST_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration, help_heading = "Load")]
+    request_timeout: std::time::Duration,
+    /// Most calls in progress on one connection.
+    #[arg(long, env = "CPC_MAX_CALLS_PER_CONNECTION", default_value_t = 256, help_heading = "Load")]
+    max_calls_per_connection: usize,
+    /// Calls a second the whole server takes (0: no limit).
+    #[arg(long, env = "CPC_RATE_LIMIT", default_value_t = 0, help_heading = "Load")]
+    rate_limit: u32,
+    /// Calls a second one connection may make (0: no limit).
+    #[arg(long, env = "CPC_RATE_LIMIT_PER_CONNECTION", default_value_t = 0, help_heading = "Load")]
+    rate_limit_per_connection: u32,
+    /// Most connections open at once (0: no limit).
+    #[arg(long, env = "CPC_MAX_CONNECTIONS", default_value_t = 1024, help_heading = "Load")]
+    max_connections: usize,
+    /// Largest request message accepted, in bytes.
+    #[arg(long, env = "CPC_MAX_REQUEST_BYTES", default_value_t = 1024 * 1024, help_heading = "Load")]
+    max_request_bytes: usize,
+    /// How long shutdown waits for in-flight calls.
+    #[arg(long, env = "CPC_SHUTDOWN_GRACE", default_value = "10s", value_parser = humantime::parse_duration, help_heading = "Load")]
+    shutdown_grace: std::time::Duration,
+
+    /// Serve Prometheus metrics (GET /metrics, plain HTTP) on this address, e.g. 127.0.0.1:9464.
+    #[arg(long, env = "CPC_METRICS_ADDR", help_heading = "Observability")]
+    metrics_addr: Option<std::net::SocketAddr>,
 }
 
 #[derive(Clone, Copy, ValueEnum, Default)]
@@ -150,6 +221,18 @@ pub fn main() -> ExitCode {
         Command::Test { rules, partnerships, format } => test(&rules.rules, &partnerships, format),
         Command::Eval { rules, partnership, kind, facts, json } => eval(&rules.rules, &partnership, &kind, facts.as_deref(), json),
         Command::Compare { rules, kind, facts, json } => compare(&rules.rules, &kind, facts.as_deref(), json),
+        Command::Matrix { rules } => match cpc_rules::matrix::render_from_disk(&rules.rules) {
+            Ok(md) => {
+                print!("{md}");
+                OK
+            }
+            Err(problems) => {
+                for p in problems {
+                    eprintln!("{p}");
+                }
+                RULE_PROBLEMS
+            }
+        },
         Command::Helpers => {
             print!("{}", render::helpers_markdown());
             OK
@@ -348,6 +431,20 @@ fn compare(root: &Path, kind: &str, facts: Option<&Path>, json: bool) -> u8 {
 
 fn serve(args: ServeArgs) -> u8 {
     init_tracing(args.log_format);
+    // Configuration problems (unreadable TLS or token files, plaintext on a public address)
+    // stop the server before it loads anything.
+    let options = match server_options(&args)
+        .and_then(|o| cpc_rules::grpc::transport::check_plaintext(o.addr, o.tls.is_some(), o.allow_plaintext).map(|()| o))
+    {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return USAGE;
+        }
+    };
+    if options.log_facts {
+        tracing::warn!("--log-facts is on: request facts and case references will be logged; they may identify a child");
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -389,7 +486,6 @@ fn serve(args: ServeArgs) -> u8 {
         };
         #[cfg(unix)]
         let _hup = watch::spawn_sighup(Arc::clone(&store)).map_err(|e| tracing::warn!(error = %e, "cannot listen for SIGHUP")).ok();
-        let options = ServerOptions { addr: args.addr, ..ServerOptions::default() };
         match cpc_rules::grpc::server::run(store, options).await {
             Ok(()) => OK,
             Err(e) => {
@@ -397,6 +493,56 @@ fn serve(args: ServeArgs) -> u8 {
                 RULE_PROBLEMS
             }
         }
+    })
+}
+
+/// A bearer token from `file`, or else from the environment variable `env`; both set is an
+/// error (which one would win is not obvious).
+fn token(file: Option<&Path>, env: &str, what: &str) -> anyhow::Result<Option<Secret>> {
+    use anyhow::Context as _;
+    let from_env = std::env::var(env).ok().filter(|t| !t.trim().is_empty());
+    let text = match (file, from_env) {
+        (Some(_), Some(_)) => anyhow::bail!("the {what} token is given both as a file and in {env}; give one"),
+        (Some(path), None) => std::fs::read_to_string(path).with_context(|| format!("cannot read the {what} token file {}", path.display()))?,
+        (None, Some(t)) => t,
+        (None, None) => return Ok(None),
+    };
+    Secret::new(&text).map(Some).map_err(|e| anyhow::anyhow!("the {what} token {e}"))
+}
+
+/// The server's options from the `serve` flags (reading the TLS and token files).
+fn server_options(args: &ServeArgs) -> anyhow::Result<ServerOptions> {
+    let defaults = ServerOptions::default();
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(TlsSettings::from_files(cert, key, args.tls_client_ca.as_deref(), args.tls_client_cert_optional)?),
+        (None, None) => None,
+        _ => anyhow::bail!("--tls-cert and --tls-key go together"),
+    };
+    let access = AccessPolicy {
+        admin_token: token(args.admin_token_file.as_deref(), "CPC_ADMIN_TOKEN", "admin")?,
+        caller_token: token(args.caller_token_file.as_deref(), "CPC_CALLER_TOKEN", "caller")?,
+        admin_client_names: args.admin_client_cn.iter().map(|n| n.trim().to_string()).filter(|n| !n.is_empty()).collect(),
+    };
+    if access.admin_token.is_some() && access.admin_token == access.caller_token {
+        anyhow::bail!("the admin and caller tokens are the same; every caller would be an admin");
+    }
+    Ok(ServerOptions {
+        addr: args.addr,
+        max_concurrent_decisions: args.max_concurrent_decisions.unwrap_or(defaults.max_concurrent_decisions).max(1),
+        max_queued_decisions: args.max_queued_decisions.unwrap_or(defaults.max_queued_decisions),
+        max_queue_wait: args.max_queue_wait,
+        request_timeout: args.request_timeout,
+        concurrency_limit_per_connection: args.max_calls_per_connection.max(1),
+        rate_limit: RateLimit::per_second(args.rate_limit),
+        rate_limit_per_connection: RateLimit::per_second(args.rate_limit_per_connection),
+        max_connections: args.max_connections,
+        max_request_bytes: args.max_request_bytes.max(1024),
+        shutdown_grace: args.shutdown_grace,
+        tls,
+        allow_plaintext: args.allow_plaintext,
+        access,
+        log_facts: args.log_facts,
+        metrics_addr: args.metrics_addr,
     })
 }
 

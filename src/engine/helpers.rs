@@ -216,12 +216,25 @@ pub fn register(engine: &mut Engine, calendar: Arc<Calendar>) {
     });
 }
 
-/// The helper reference as Markdown, generated from [`HELPERS`] (used by `cpc-rules helpers`
-/// and checked against `docs/helpers.md` by a test).
+/// The script reference as Markdown — every helper from [`HELPERS`], then each kind's facts and
+/// outcome codes from [`crate::facts`] (used by `cpc-rules helpers`; a test checks
+/// `docs/helpers.md` against it).
 pub fn reference_markdown() -> String {
-    let mut s = String::from("# Helper reference\n\nGenerated from the engine by `cpc-rules helpers`; do not edit by hand.\n\n");
+    let mut s = String::from(
+        "# Script reference\n\nGenerated from the engine by `cpc-rules helpers > docs/helpers.md`; do not edit by hand.\n\n\
+         Shared functions in `rules/shared/*.rhai` are documented in those files.\n\n## Helpers\n\n",
+    );
     for h in HELPERS {
-        s.push_str(&format!("## `{}`\n\n`{}`\n\n{}\n\n```rhai\n{}\n```\n\n", h.name, h.signature, h.doc, h.example));
+        s.push_str(&format!("### `{}`\n\n`{}`\n\n{}\n\n```rhai\n{}\n```\n\n", h.name, h.signature, h.doc, h.example));
+    }
+    s.push_str("## Facts and outcomes by kind\n\nScripts read facts as `facts.<name>`; an optional fact that was not given is `()`.\n\n");
+    for kind in crate::facts::Kind::ALL {
+        s.push_str(&format!("### `{}`\n\nOutcomes: {}\n\n| fact | type | required | meaning |\n|---|---|---|---|\n", kind.as_str(),
+            kind.outcomes().iter().map(|o| format!("`{o}`")).collect::<Vec<_>>().join(", ")));
+        for f in kind.schema() {
+            s.push_str(&format!("| `{}` | {} | {} | {} |\n", f.name, f.ty.describe(), if f.required { "yes" } else { "no" }, f.doc));
+        }
+        s.push('\n');
     }
     s
 }

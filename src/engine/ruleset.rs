@@ -11,7 +11,7 @@ use sha2::{Digest, Sha256};
 use super::{Limits, TIMEOUT_TOKEN, build_engine, with_deadline};
 use crate::calendar::Calendar;
 use crate::error::{DecisionError, ScriptFailure, ScriptLocation};
-use crate::facts::{FactType, Kind};
+use crate::facts::Kind;
 use crate::model::{Action, Citation, Decision, Details, GroundRoute, GuidanceDocument, Reason};
 use crate::suggest::did_you_mean;
 
@@ -716,18 +716,5 @@ impl CheckContext<'_> {
             });
             diags.push(Diagnostic::new("unknown-fact", self.file, pos, format!("`{name}` is not a fact of `{}`", kind.as_str()), help));
         }
-    }
-}
-
-/// The facts a kind takes, rendered for documentation: `name: type (required)`.
-pub fn describe_fact_type(t: &FactType) -> String {
-    match t {
-        FactType::Bool => "true/false".into(),
-        FactType::Int { min, max } => format!("whole number {min}–{max}"),
-        FactType::Date => "date YYYY-MM-DD".into(),
-        FactType::Text => "text".into(),
-        FactType::Enum(v) => format!("one of {}", v.join(", ")),
-        FactType::List(inner) => format!("list of ({})", describe_fact_type(inner)),
-        FactType::Object(fields) => format!("{{{}}}", fields.iter().map(|f| format!("{}: {}", f.name, describe_fact_type(&f.ty))).collect::<Vec<_>>().join(", ")),
     }
 }
