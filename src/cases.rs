@@ -35,18 +35,25 @@ pub struct Case {
 #[serde(deny_unknown_fields)]
 pub struct Expect {
     /// The outcome code.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub outcome: Option<String>,
     /// Rule ids of the reasons, exactly and in order.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub reasons: Option<Vec<String>>,
     /// Actions, exactly and in order: a code, or a code with its due date.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub actions: Option<Vec<ExpectAction>>,
     /// Complaint grounds' routes, in order.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub routes: Option<Vec<String>>,
     /// Plan categories.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub categories: Option<Vec<String>>,
     /// Whether any reason must (true) or must not (false) be an assumption.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub assumption: Option<bool>,
     /// The request must be refused as invalid, naming this field.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub invalid_field: Option<String>,
 }
 

@@ -37,6 +37,7 @@ pub fn case_failure(r: &CaseResult) -> String {
     let c = &r.case;
     let _ = writeln!(s, "FAILED {}:{}: {} ({})", c.file, c.line, c.name, c.kind);
     let _ = writeln!(s, "  facts:    {}", c.facts);
+    let _ = writeln!(s, "  expected: {}", serde_json::to_string(&c.expect).unwrap_or_default());
     for m in &r.mismatches {
         let _ = writeln!(s, "  mismatch: {m}");
     }
