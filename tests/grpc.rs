@@ -556,21 +556,41 @@ async fn a_failing_script_is_internal_naming_file_line_and_column() {
     assert!(matches!(reason.as_deref(), Some("SCRIPT_LIMIT" | "SCRIPT_TIMEOUT")), "{reason:?}");
 }
 
+/// The admin token the reload test's server is configured with (`ReloadRules` is an admin RPC).
+const ADMIN_TOKEN: &str = "grpc-test-admin-token-0123456789";
+
+fn as_admin<T>(message: T) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(message);
+    r.metadata_mut().insert("authorization", format!("Bearer {ADMIN_TOKEN}").parse().expect("ascii"));
+    r
+}
+
 #[tokio::test]
 async fn reload_swaps_good_rules_and_refuses_broken_ones() {
     let fixture = fixture_rules();
-    let server = start(fixture.path()).await;
+    let options = ServerOptions {
+        access: cpc_rules::grpc::auth::AccessPolicy {
+            admin_token: Some(cpc_rules::grpc::auth::Secret::new(ADMIN_TOKEN).expect("token")),
+            ..Default::default()
+        },
+        ..ServerOptions::default()
+    };
+    let server = start_with(fixture.path(), options).await;
     let mut rules = server.rules();
+
+    // Without the admin credential, nothing is reloaded.
+    let status = rules.reload_rules(pb::ReloadRulesRequest { partnerships: vec![] }).await.expect_err("no credential");
+    assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
     let before = partnership(&rules.list_partnerships(pb::ListPartnershipsRequest {}).await.expect("list").into_inner(), "broken");
 
-    let r = rules.reload_rules(pb::ReloadRulesRequest { partnerships: vec![] }).await.expect("reload").into_inner();
+    let r = rules.reload_rules(as_admin(pb::ReloadRulesRequest { partnerships: vec![] })).await.expect("reload").into_inner();
     assert_eq!(r.unchanged, ["broken"]);
     assert!(r.swapped.is_empty() && r.refused.is_empty());
 
     // A good edit goes live with a new revision.
     let script = fixture.path().join("broken").join("child_invitation.rhai");
     std::fs::write(&script, support::CHILD_INVITATION.replace("The child is invited.", "Your child is invited.")).expect("edit");
-    let r = rules.reload_rules(pb::ReloadRulesRequest { partnerships: vec!["broken".into()] }).await.expect("reload").into_inner();
+    let r = rules.reload_rules(as_admin(pb::ReloadRulesRequest { partnerships: vec!["broken".into()] })).await.expect("reload").into_inner();
     assert_eq!(r.swapped.len(), 1, "{r:?}");
     let revision = r.swapped[0].revision.clone();
     assert_ne!(revision, before.revision);
@@ -580,7 +600,7 @@ async fn reload_swaps_good_rules_and_refuses_broken_ones() {
 
     // A broken edit is refused with its position, and the last good revision keeps serving.
     std::fs::write(&script, "let outcome = ;\n").expect("edit");
-    let r = rules.reload_rules(pb::ReloadRulesRequest { partnerships: vec!["broken".into()] }).await.expect("reload").into_inner();
+    let r = rules.reload_rules(as_admin(pb::ReloadRulesRequest { partnerships: vec!["broken".into()] })).await.expect("reload").into_inner();
     assert_eq!(r.refused.len(), 1, "{r:?}");
     assert_eq!(r.refused[0].partnership, "broken");
     assert!(r.refused[0].problems.iter().any(|p| p.starts_with("broken/child_invitation.rhai:1:")), "{:?}", r.refused[0].problems);
@@ -593,7 +613,7 @@ async fn reload_swaps_good_rules_and_refuses_broken_ones() {
 
     // Ids are folder names inside the rules folder, nothing else.
     let status = rules
-        .reload_rules(pb::ReloadRulesRequest { partnerships: vec!["../etc".into()] })
+        .reload_rules(as_admin(pb::ReloadRulesRequest { partnerships: vec!["../etc".into()] }))
         .await
         .expect_err("a path is not a partnership id");
     assert_eq!(bad_fields(&status), ["partnerships[0]"]);

@@ -53,7 +53,7 @@ struct RulesArg {
 #[derive(Subcommand)]
 enum Command {
     /// Serve decisions over gRPC (the default command).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Compile and check every script; report all problems.
     Check {
         #[command(flatten)]
@@ -213,10 +213,10 @@ pub fn main() -> ExitCode {
         }
     };
     let command = cli.command.unwrap_or_else(|| {
-        Command::Serve(ServeArgs::parse_from_env())
+        Command::Serve(Box::new(ServeArgs::parse_from_env()))
     });
     let code = match command {
-        Command::Serve(args) => serve(args),
+        Command::Serve(args) => serve(*args),
         Command::Check { rules, partnerships, format } => check(&rules.rules, &partnerships, format),
         Command::Test { rules, partnerships, format } => test(&rules.rules, &partnerships, format),
         Command::Eval { rules, partnership, kind, facts, json } => eval(&rules.rules, &partnership, &kind, facts.as_deref(), json),

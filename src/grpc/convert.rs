@@ -6,8 +6,18 @@
 //! does not know, a required `optional` field left unset, an over-long partnership id or
 //! `case_ref`, a non-finite number in `Evaluate`'s facts — and it reports every such problem at
 //! once, together with whatever the core's own checks ([`crate::facts::validate`]) find in the
-//! rest of the request. Ranges, dates and contradictions are the core's job and are not
-//! repeated here.
+//! rest of the request. Ranges, dates and contradictions are the core's rules, run here on
+//! every typed request (and every `Evaluate` of a built-in kind), so bad input is
+//! `INVALID_ARGUMENT` before the partnership is even looked up.
+//!
+//! Sizes are bounded here before any per-item work, so no request can make the server do (or
+//! answer with) more than a small multiple of what a well-formed request costs: a list longer
+//! than [`crate::facts::MAX_ITEMS`] is one violation, not one per item; `Evaluate`'s facts are
+//! limited in nesting ([`MAX_FACTS_DEPTH`]), keys per map ([`MAX_FACT_KEYS`]), key length
+//! ([`MAX_FACT_KEY_LEN`]), text length ([`crate::facts::MAX_TEXT`]) and values in all
+//! ([`MAX_FACT_VALUES`]) — they are the only bounds on the facts of a partnership-defined kind,
+//! which the core does not check against a schema. (The whole message is bounded first by the
+//! server's `max_request_bytes`.)
 //!
 //! Enum values map to the core's snake_case codes by rule: strip the enum's prefix and lower the
 //! case (`ROLE_NON_RESIDENT_PARENT` → `non_resident_parent`). A unit test checks that every
@@ -27,6 +37,14 @@ pub const MAX_PARTNERSHIP_LEN: usize = 64;
 pub const MAX_KIND_LEN: usize = 64;
 /// Longest `case_ref` accepted (characters).
 pub const MAX_CASE_REF_LEN: usize = 128;
+/// Deepest nesting of maps and lists in `Evaluate`'s facts (the facts map itself is depth 1).
+pub const MAX_FACTS_DEPTH: usize = 8;
+/// Most keys in one map of `Evaluate`'s facts.
+pub const MAX_FACT_KEYS: usize = 64;
+/// Longest key in `Evaluate`'s facts (characters).
+pub const MAX_FACT_KEY_LEN: usize = 64;
+/// Most values (of any kind, at any depth) in `Evaluate`'s facts.
+pub const MAX_FACT_VALUES: usize = 4096;
 
 /// A decision request as the core takes it, whichever RPC it came from.
 #[derive(Debug, Clone, PartialEq)]
@@ -143,6 +161,9 @@ impl FactsBuilder {
     /// A list of enum codes. A bad item stays in place as `null`, so the core's own checks of
     /// the list still name items by their index in the request.
     fn enum_list<E: FactEnum>(&mut self, field: &str, values: &[i32]) -> Vec<Value> {
+        if !self.list_len_ok(field, values.len()) {
+            return Vec::new();
+        }
         values
             .iter()
             .enumerate()
@@ -156,19 +177,33 @@ impl FactsBuilder {
             .collect()
     }
 
-    /// Finishes: with no edge violations, the facts go to the core as they are; otherwise the
-    /// core's checks run on what could be converted, and every problem not already reported for
-    /// the same field is added, so the caller sees them all in one reply.
+    /// Whether a list of `len` items is short enough; if not, reports it once.
+    fn list_len_ok(&mut self, field: &str, len: usize) -> bool {
+        if len > crate::facts::MAX_ITEMS {
+            self.violations.push(too_many(field, len));
+            return false;
+        }
+        true
+    }
+
+    /// Finishes: the core's checks ([`crate::facts::validate`]) run here too, on what could be
+    /// converted, and every problem not already reported for the same field is added, so the
+    /// caller sees them all in one reply — and sees them whichever partnership it asked, before
+    /// the partnership or kind is looked up.
     fn finish(self, partnership: String, case_ref: String) -> Result<DecisionRequest, Vec<FieldViolation>> {
         let mut violations = addressing(&partnership, None, &case_ref);
         let facts = Value::Object(self.map);
         violations.extend(self.violations);
+        add_core_violations(self.kind, &facts, None, &mut violations);
         if violations.is_empty() {
             return Ok(DecisionRequest { partnership, kind: self.kind.as_str().to_string(), facts, case_ref });
         }
-        add_core_violations(self.kind, &facts, None, &mut violations);
         Err(violations)
     }
+}
+
+fn too_many(field: &str, len: usize) -> FieldViolation {
+    FieldViolation::new(field, format!("has {len} items; at most {} are accepted", crate::facts::MAX_ITEMS))
 }
 
 /// Adds the core's violations of `facts` (named under `prefix` in the request) that are not
@@ -266,7 +301,7 @@ impl TryFrom<pb::DeterminePlanTypeRequest> for DecisionRequest {
         f.optional("conference_date", r.conference_date);
         f.optional("first_review", r.first_review);
         // proto3 cannot tell an empty repeated field from an absent one: empty means not given.
-        if !r.safety_scores.is_empty() {
+        if !r.safety_scores.is_empty() && f.list_len_ok("safety_scores", r.safety_scores.len()) {
             f.map.insert("safety_scores".into(), Value::Array(r.safety_scores.into_iter().map(Value::from).collect()));
         }
         f.finish(r.partnership, r.case_ref)
@@ -279,8 +314,9 @@ impl TryFrom<pb::CheckComplaintEligibilityRequest> for DecisionRequest {
     fn try_from(r: pb::CheckComplaintEligibilityRequest) -> Result<Self, Self::Error> {
         let mut f = FactsBuilder::new(Kind::ComplaintEligibility);
         f.enumeration::<pb::Complainant>("complainant", r.complainant);
-        let mut grounds = Vec::with_capacity(r.grounds.len());
-        for (i, g) in r.grounds.into_iter().enumerate() {
+        let listed = if f.list_len_ok("grounds", r.grounds.len()) { r.grounds } else { Vec::new() };
+        let mut grounds = Vec::with_capacity(listed.len());
+        for (i, g) in listed.into_iter().enumerate() {
             let mut ground = Map::new();
             match enum_code::<pb::GroundCategory>(g.category) {
                 Ok(code) => {
@@ -322,13 +358,22 @@ impl TryFrom<pb::EvaluateRequest> for DecisionRequest {
     fn try_from(r: pb::EvaluateRequest) -> Result<Self, Self::Error> {
         let mut violations = addressing(&r.partnership, Some(&r.kind), &r.case_ref);
         let facts = match r.facts {
-            Some(s) => struct_to_json(s, "facts", &mut violations),
+            Some(s) => {
+                let mut budget = FactsBudget { values: 0, over: false };
+                let facts = struct_to_json(s, "facts", 1, &mut budget, &mut violations);
+                if budget.over {
+                    violations.push(FieldViolation::new("facts", format!("holds more than {MAX_FACT_VALUES} values")));
+                }
+                facts
+            }
             None => Value::Object(Map::new()),
         };
+        // A built-in kind's facts are checked here whichever partnership was asked; a
+        // partnership-defined kind's facts have no schema beyond the bounds above.
+        if let Some(kind) = Kind::parse(&r.kind) {
+            add_core_violations(kind, &facts, Some("facts"), &mut violations);
+        }
         if !violations.is_empty() {
-            if let Some(kind) = Kind::parse(&r.kind) {
-                add_core_violations(kind, &facts, Some("facts"), &mut violations);
-            }
             return Err(violations);
         }
         Ok(DecisionRequest { partnership: r.partnership, kind: r.kind, facts, case_ref: r.case_ref })
@@ -345,16 +390,50 @@ pub fn prefix_violation(prefix: &str, v: FieldViolation) -> FieldViolation {
     }
 }
 
-fn struct_to_json(s: prost_types::Struct, path: &str, out: &mut Vec<FieldViolation>) -> Value {
-    Value::Object(s.fields.into_iter().map(|(k, v)| {
-        let p = format!("{path}.{k}");
-        let json = value_to_json(v, &p, out);
-        (k, json)
-    }).collect())
+/// How many values of `Evaluate`'s facts have been converted, against [`MAX_FACT_VALUES`].
+struct FactsBudget {
+    values: usize,
+    over: bool,
 }
 
-fn value_to_json(v: prost_types::Value, path: &str, out: &mut Vec<FieldViolation>) -> Value {
+impl FactsBudget {
+    /// Counts one value; false (and stops the conversion's descent) once over budget.
+    fn take(&mut self) -> bool {
+        self.values += 1;
+        if self.values > MAX_FACT_VALUES {
+            self.over = true;
+        }
+        !self.over
+    }
+}
+
+fn struct_to_json(s: prost_types::Struct, path: &str, depth: usize, budget: &mut FactsBudget, out: &mut Vec<FieldViolation>) -> Value {
+    if s.fields.len() > MAX_FACT_KEYS {
+        out.push(FieldViolation::new(path, format!("has {} keys; at most {MAX_FACT_KEYS} are accepted", s.fields.len())));
+        return Value::Null;
+    }
+    let mut map = Map::new();
+    for (k, v) in s.fields {
+        if budget.over {
+            break;
+        }
+        if k.chars().count() > MAX_FACT_KEY_LEN {
+            let shown: String = k.chars().take(24).collect();
+            out.push(FieldViolation::new(path, format!("has a key longer than {MAX_FACT_KEY_LEN} characters (`{shown}…`)")));
+            continue;
+        }
+        let p = format!("{path}.{k}");
+        let json = value_to_json(v, &p, depth, budget, out);
+        map.insert(k, json);
+    }
+    Value::Object(map)
+}
+
+fn value_to_json(v: prost_types::Value, path: &str, depth: usize, budget: &mut FactsBudget, out: &mut Vec<FieldViolation>) -> Value {
     use prost_types::value::Kind as K;
+    if !budget.take() {
+        return Value::Null;
+    }
     match v.kind {
         None => {
             out.push(FieldViolation::new(path, "has no value (set null, a number, text, true/false, a list or a map)"));
@@ -362,11 +441,23 @@ fn value_to_json(v: prost_types::Value, path: &str, out: &mut Vec<FieldViolation
         }
         Some(K::NullValue(_)) => Value::Null,
         Some(K::BoolValue(b)) => Value::Bool(b),
+        Some(K::StringValue(s)) if s.chars().count() > crate::facts::MAX_TEXT => {
+            out.push(FieldViolation::new(path, format!("is longer than {} characters", crate::facts::MAX_TEXT)));
+            Value::Null
+        }
         Some(K::StringValue(s)) => Value::String(s),
         Some(K::NumberValue(n)) => number_to_json(n, path, out),
-        Some(K::StructValue(s)) => struct_to_json(s, path, out),
+        Some(K::StructValue(_) | K::ListValue(_)) if depth >= MAX_FACTS_DEPTH => {
+            out.push(FieldViolation::new(path, format!("nests maps and lists more than {MAX_FACTS_DEPTH} deep")));
+            Value::Null
+        }
+        Some(K::StructValue(s)) => struct_to_json(s, path, depth + 1, budget, out),
+        Some(K::ListValue(l)) if l.values.len() > crate::facts::MAX_ITEMS => {
+            out.push(too_many(path, l.values.len()));
+            Value::Null
+        }
         Some(K::ListValue(l)) => Value::Array(
-            l.values.into_iter().enumerate().map(|(i, item)| value_to_json(item, &format!("{path}[{i}]"), out)).collect(),
+            l.values.into_iter().enumerate().map(|(i, item)| value_to_json(item, &format!("{path}[{i}]"), depth + 1, budget, out)).collect(),
         ),
     }
 }
@@ -654,6 +745,59 @@ mod tests {
         .unwrap_err();
         let fields: Vec<&str> = err.iter().map(|v| v.field.as_str()).collect();
         assert_eq!(fields, ["facts.age", "facts.sufficient_understanding", "facts.wishes_to_attend", "facts.sensitive_information"]);
+    }
+
+    #[test]
+    fn long_lists_are_one_violation_not_one_per_item() {
+        let err = DecisionRequest::try_from(pb::CheckExclusionRequest {
+            partnership: "york".into(),
+            role: pb::Role::Parent as i32,
+            grounds: vec![99; 100_000],
+            ..Default::default()
+        })
+        .unwrap_err();
+        let fields: Vec<&str> = err.iter().map(|v| v.field.as_str()).collect();
+        assert_eq!(fields, ["grounds"]);
+        let err = DecisionRequest::try_from(pb::CheckComplaintEligibilityRequest {
+            partnership: "york".into(),
+            complainant: pb::Complainant::Parent as i32,
+            grounds: vec![pb::ComplaintGround { category: 0, description: String::new() }; 1000],
+            stage1_completed: Some(true),
+            states_criteria_aspects: Some(true),
+            ..Default::default()
+        })
+        .unwrap_err();
+        let fields: Vec<&str> = err.iter().map(|v| v.field.as_str()).collect();
+        assert_eq!(fields, ["grounds"]);
+    }
+
+    #[test]
+    fn evaluate_facts_are_bounded() {
+        use prost_types::{ListValue, Struct, Value as V, value::Kind as K};
+        let eval = |facts: Struct| {
+            DecisionRequest::try_from(pb::EvaluateRequest { partnership: "york".into(), kind: "custom".into(), facts: Some(facts), case_ref: String::new() })
+        };
+        let one = |k: &str, v: K| Struct { fields: [(k.to_string(), V { kind: Some(v) })].into_iter().collect() };
+        // Deep nesting.
+        let mut deep = one("leaf", K::BoolValue(true));
+        for _ in 0..20 {
+            deep = one("x", K::StructValue(deep));
+        }
+        let err = eval(deep).unwrap_err();
+        assert_eq!(err.len(), 1);
+        assert!(err[0].description.contains("deep"), "{err:?}");
+        // Too many keys, a long key, a long text, a long list.
+        let many = Struct { fields: (0..100).map(|i| (format!("k{i}"), V { kind: Some(K::BoolValue(true)) })).collect() };
+        assert_eq!(eval(many).unwrap_err()[0].field, "facts");
+        assert_eq!(eval(one(&"k".repeat(100), K::BoolValue(true))).unwrap_err()[0].field, "facts");
+        assert_eq!(eval(one("t", K::StringValue("x".repeat(5000)))).unwrap_err()[0].field, "facts.t");
+        let list = ListValue { values: vec![V { kind: Some(K::NumberValue(1.0)) }; 65] };
+        assert_eq!(eval(one("l", K::ListValue(list))).unwrap_err()[0].field, "facts.l");
+        // Many values in all: a list of 64 maps of 64 keys (64 × 65 + 1 values).
+        let inner = Struct { fields: (0..64).map(|i| (format!("k{i}"), V { kind: Some(K::BoolValue(true)) })).collect() };
+        let list = ListValue { values: vec![V { kind: Some(K::StructValue(inner)) }; 64] };
+        let Err(err) = eval(one("l", K::ListValue(list))) else { panic!("over MAX_FACT_VALUES is refused") };
+        assert!(err.iter().any(|v| v.field == "facts" && v.description.contains("values")), "{err:?}");
     }
 
     #[test]

@@ -7,6 +7,13 @@
 //! before the server is built) and `NOT_SERVING` as soon as shutdown begins, before in-flight
 //! calls drain, so load balancers stop sending work first. Draining is bounded by
 //! [`ServerOptions::shutdown_grace`].
+//!
+//! Every call passes the [`super::guard`] layer (credentials, rate and per-connection limits,
+//! deadline, metrics); every connection carries its own state ([`super::transport`]) and
+//! beyond [`ServerOptions::max_connections`] is closed at once. With [`ServerOptions::tls`] the
+//! server speaks TLS (mutual TLS with a client CA); without it, it refuses to listen on a
+//! non-loopback address unless [`ServerOptions::allow_plaintext`]. Prometheus metrics are
+//! served on a second listener when one is given ([`serve_on`]).
 
 use std::future::Future;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -15,14 +22,21 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_stream::StreamExt as _;
 use tonic::server::NamedService;
 use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
 
+use super::auth::AccessPolicy;
+use super::guard::{GuardConfig, GuardLayer};
+use super::limits::{ConnLimits, RateLimit, SharedBucket};
+use super::metrics::Metrics;
 use super::pb::decision_service_server::DecisionServiceServer;
 use super::pb::rules_service_server::RulesServiceServer;
-use super::service::{DecisionApi, Decider, RulesApi};
+use super::service::{DecisionApi, DecisionLimits, Decider, RulesApi};
+use super::transport::{ConnIo, TlsSettings, check_plaintext};
 use crate::store::RuleStore;
 
 /// The port the server listens on by default.
@@ -34,22 +48,47 @@ pub const SERVICE_NAMES: [&str; 2] = [
     <RulesServiceServer<RulesApi> as NamedService>::NAME,
 ];
 
-/// How the server runs.
+/// Largest HTTP/2 header block accepted from a client (bytes): metadata is small.
+const MAX_HEADER_LIST_BYTES: u32 = 16 * 1024;
+
+/// How the server runs. See `docs/reliability.md` for what each limit guarantees.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServerOptions {
     /// Address to listen on (used by [`run`]; [`serve_with`] takes a bound listener).
     pub addr: SocketAddr,
-    /// Most scripts running at once; further decisions wait their turn.
+    /// Most scripts running at once.
     pub max_concurrent_decisions: usize,
-    /// Longest time one call may take before the server gives up on it (tonic reports this as
-    /// `CANCELLED`); a shorter `grpc-timeout` from the client wins.
+    /// Most decisions waiting for a script slot; one more is shed with `RESOURCE_EXHAUSTED`.
+    pub max_queued_decisions: usize,
+    /// Longest a decision waits for a script slot before it is shed with `RESOURCE_EXHAUSTED`.
+    pub max_queue_wait: Duration,
+    /// Longest time one call may take before the server answers `DEADLINE_EXCEEDED`; a shorter
+    /// `grpc-timeout` from the client wins.
     pub request_timeout: Duration,
-    /// Most concurrent calls on one connection.
+    /// Most calls in progress on one connection; one more is shed with `RESOURCE_EXHAUSTED`.
+    /// (HTTP/2 streams per connection are capped at twice this.)
     pub concurrency_limit_per_connection: usize,
-    /// Largest request message accepted (bytes).
+    /// Calls a second the whole server takes (`None`: no limit).
+    pub rate_limit: Option<RateLimit>,
+    /// Calls a second one connection may make (`None`: no limit).
+    pub rate_limit_per_connection: Option<RateLimit>,
+    /// Most connections open at once; a new one beyond this is closed at once (0: no limit).
+    pub max_connections: usize,
+    /// Largest request message accepted (bytes); tonic refuses a larger one with `OUT_OF_RANGE`
+    /// naming the limit, before decoding it.
     pub max_request_bytes: usize,
     /// How long shutdown waits for in-flight calls to finish before returning anyway.
     pub shutdown_grace: Duration,
+    /// Serve TLS (and mutual TLS with a client CA). `None`: plaintext.
+    pub tls: Option<TlsSettings>,
+    /// Serve plaintext on a non-loopback address (behind a TLS-terminating proxy).
+    pub allow_plaintext: bool,
+    /// Who may call what.
+    pub access: AccessPolicy,
+    /// Log each request's facts and `case_ref` (debugging only: they may identify a child).
+    pub log_facts: bool,
+    /// Address to serve Prometheus metrics on (used by [`run`]; `None`: no metrics endpoint).
+    pub metrics_addr: Option<SocketAddr>,
 }
 
 impl Default for ServerOptions {
@@ -58,10 +97,20 @@ impl Default for ServerOptions {
         ServerOptions {
             addr: SocketAddr::from((Ipv4Addr::LOCALHOST, DEFAULT_PORT)),
             max_concurrent_decisions: cores * 4,
+            max_queued_decisions: cores * 64,
+            max_queue_wait: Duration::from_millis(500),
             request_timeout: Duration::from_secs(10),
             concurrency_limit_per_connection: 256,
-            max_request_bytes: 4 * 1024 * 1024,
+            rate_limit: None,
+            rate_limit_per_connection: None,
+            max_connections: 1024,
+            max_request_bytes: 1024 * 1024,
             shutdown_grace: Duration::from_secs(10),
+            tls: None,
+            allow_plaintext: false,
+            access: AccessPolicy::default(),
+            log_facts: false,
+            metrics_addr: None,
         }
     }
 }
@@ -75,15 +124,39 @@ pub async fn serve(
     serve_with(listener, store, &ServerOptions::default(), shutdown).await
 }
 
-/// Serves on `listener` (options' `addr` is not used) until `shutdown` resolves; then reports
-/// `NOT_SERVING`, stops accepting connections, and waits up to `shutdown_grace` for in-flight
-/// calls to finish.
+/// Serves on `listener` (options' `addr` and `metrics_addr` are not used) until `shutdown`
+/// resolves; then reports `NOT_SERVING`, stops accepting connections, and waits up to
+/// `shutdown_grace` for in-flight calls to finish.
 pub async fn serve_with(
     listener: TcpListener,
     store: Arc<RuleStore>,
     options: &ServerOptions,
     shutdown: impl Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
+    serve_on(listener, None, store, options, shutdown).await
+}
+
+/// As [`serve_with`], also serving Prometheus metrics (`GET /metrics`, plain HTTP) on
+/// `metrics_listener` when given, until the same shutdown.
+pub async fn serve_on(
+    listener: TcpListener,
+    metrics_listener: Option<TcpListener>,
+    store: Arc<RuleStore>,
+    options: &ServerOptions,
+    shutdown: impl Future<Output = ()> + Send,
+) -> anyhow::Result<()> {
+    let local = listener.local_addr().context("the listener has no local address")?;
+    check_plaintext(local, options.tls.is_some(), options.allow_plaintext)?;
+    if options.tls.is_none() && !local.ip().is_loopback() && (options.access.admin_token.is_some() || options.access.caller_token.is_some()) {
+        tracing::warn!(%local, "serving plaintext on a non-loopback address with bearer tokens configured: tokens cross the network in clear unless a TLS-terminating proxy is in front");
+    }
+    if !options.access.admin_client_names.is_empty() && !options.tls.as_ref().is_some_and(TlsSettings::mutual) {
+        anyhow::bail!("--admin-client-cn needs mutual TLS: give --tls-cert, --tls-key and --tls-client-ca");
+    }
+
+    let metrics = Arc::new(Metrics::new());
+    metrics.observe(&store);
+
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_service_status("", ServingStatus::Serving).await;
     for name in SERVICE_NAMES {
@@ -103,14 +176,50 @@ pub async fn serve_with(
         .build_v1alpha()
         .context("building the v1alpha reflection service")?;
 
-    let decider = Decider::new(Arc::clone(&store), options.max_concurrent_decisions);
+    let limits = DecisionLimits {
+        max_running: options.max_concurrent_decisions,
+        max_queued: options.max_queued_decisions,
+        max_queue_wait: options.max_queue_wait,
+    };
+    let decider = Decider::with_limits(Arc::clone(&store), limits, Arc::clone(&metrics), options.log_facts);
     let decisions = DecisionServiceServer::new(DecisionApi::new(decider)).max_decoding_message_size(options.max_request_bytes);
-    let rules = RulesServiceServer::new(RulesApi::new(store)).max_decoding_message_size(options.max_request_bytes);
+    let rules = RulesServiceServer::new(RulesApi::new(Arc::clone(&store))).max_decoding_message_size(options.max_request_bytes);
 
-    let local = listener.local_addr().ok();
-    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true)).with_keepalive(Some(Duration::from_secs(60)));
+    let conn_limits = ConnLimits {
+        max_in_flight: options.concurrency_limit_per_connection.max(1),
+        rate: options.rate_limit_per_connection,
+        connections: (options.max_connections > 0).then(|| Arc::new(Semaphore::new(options.max_connections.min(Semaphore::MAX_PERMITS)))),
+    };
+    let conn_metrics = Arc::clone(&metrics);
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true)).with_keepalive(Some(Duration::from_secs(60))).filter_map(
+        move |accepted| match accepted {
+            Ok(stream) => {
+                let peer = stream.peer_addr().ok();
+                match conn_limits.admit(peer, stream.local_addr().ok()) {
+                    Some(state) => {
+                        conn_metrics.connections.inc();
+                        Some(Ok(ConnIo::new(stream, state, Arc::clone(&conn_metrics))))
+                    }
+                    None => {
+                        conn_metrics.shed(super::status::Shed::Connections.reason());
+                        tracing::warn!(?peer, "connection refused: the server has as many connections open as it takes");
+                        None
+                    }
+                }
+            }
+            Err(e) => Some(Err(e)),
+        },
+    );
+
+    let guard = GuardLayer::new(GuardConfig {
+        policy: options.access.clone(),
+        global_rate: options.rate_limit.map(SharedBucket::new),
+        request_timeout: options.request_timeout,
+        metrics: Arc::clone(&metrics),
+    });
 
     let (began_tx, began_rx) = tokio::sync::oneshot::channel::<()>();
+    let (metrics_stop_tx, metrics_stop_rx) = tokio::sync::watch::channel(false);
     let reporter = health.clone();
     let signal = async move {
         shutdown.await;
@@ -122,11 +231,19 @@ pub async fn serve_with(
         let _ = began_tx.send(());
     };
 
-    let server = Server::builder()
-        .timeout(options.request_timeout)
-        .concurrency_limit_per_connection(options.concurrency_limit_per_connection)
+    let mut builder = Server::builder();
+    if let Some(tls) = &options.tls {
+        builder = builder
+            .tls_config(tls.server_config())
+            .context("invalid TLS settings: check that --tls-cert and --tls-key are a PEM certificate chain and its private key")?;
+    }
+    let per_connection_streams = u32::try_from(options.concurrency_limit_per_connection.saturating_mul(2).max(1)).unwrap_or(u32::MAX);
+    let server = builder
+        .max_concurrent_streams(Some(per_connection_streams))
+        .http2_max_header_list_size(Some(MAX_HEADER_LIST_BYTES))
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        .layer(guard)
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
@@ -135,27 +252,46 @@ pub async fn serve_with(
         .serve_with_incoming_shutdown(incoming, signal);
     tokio::pin!(server);
 
-    if let Some(addr) = local {
-        tracing::info!(%addr, "gRPC server listening");
-    }
-    tokio::select! {
+    let metrics_task = metrics_listener.map(|l| {
+        let mut stop = metrics_stop_rx.clone();
+        tokio::spawn(super::metrics::serve(l, Arc::clone(&metrics), Arc::clone(&store), async move {
+            let _ = stop.wait_for(|stopped| *stopped).await;
+        }))
+    });
+
+    tracing::info!(addr = %local, tls = options.tls.is_some(), mutual_tls = options.tls.as_ref().is_some_and(TlsSettings::mutual), "gRPC server listening");
+    let result = tokio::select! {
         biased;
-        result = &mut server => result.context("gRPC server failed")?,
+        result = &mut server => result.context("gRPC server failed"),
         Ok(()) = began_rx => {
             match tokio::time::timeout(options.shutdown_grace, &mut server).await {
-                Ok(result) => result.context("gRPC server failed while draining")?,
-                Err(_) => tracing::warn!(grace = ?options.shutdown_grace, "in-flight calls did not finish within the shutdown grace period; stopping anyway"),
+                Ok(result) => result.context("gRPC server failed while draining"),
+                Err(_) => {
+                    tracing::warn!(grace = ?options.shutdown_grace, "in-flight calls did not finish within the shutdown grace period; stopping anyway");
+                    Ok(())
+                }
             }
         }
+    };
+    let _ = metrics_stop_tx.send(true);
+    if let Some(task) = metrics_task {
+        let _ = task.await;
     }
+    result?;
     tracing::info!("gRPC server stopped");
     Ok(())
 }
 
-/// Binds `options.addr` and serves until SIGINT or SIGTERM: what `cpc-rules serve` runs.
+/// Binds `options.addr` (and `options.metrics_addr`) and serves until SIGINT or SIGTERM: what
+/// `cpc-rules serve` runs. Refuses to start before binding if plaintext is not allowed there.
 pub async fn run(store: Arc<RuleStore>, options: ServerOptions) -> anyhow::Result<()> {
+    check_plaintext(options.addr, options.tls.is_some(), options.allow_plaintext)?;
     let listener = bind(options.addr).await?;
-    serve_with(listener, store, &options, shutdown_signal()).await
+    let metrics = match options.metrics_addr {
+        Some(addr) => Some(super::metrics::bind(addr).await?),
+        None => None,
+    };
+    serve_on(listener, metrics, store, &options, shutdown_signal()).await
 }
 
 /// Binds a listener on `addr`, saying which address failed if it cannot.

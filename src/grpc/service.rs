@@ -3,38 +3,103 @@
 //! Both are thin: each RPC converts its request at the edge ([`super::convert`]), and every
 //! decision — typed or `Evaluate` — goes through [`Decider::decide`], the one function that runs
 //! the engine. It runs each script on tokio's blocking pool (a script may use its whole time
-//! budget, and must not hold up the async executor threads that serve other calls), bounds how
-//! many run at once, maps errors through [`super::status`] and logs the outcome. Logs carry the
-//! partnership, kind, outcome, revision and latency — never the facts or the caller's
-//! `case_ref`, which may identify a child.
+//! budget, and must not hold up the async executor threads that serve other calls), maps errors
+//! through [`super::status`] and logs the outcome.
+//!
+//! **Load.** At most [`DecisionLimits::max_running`] scripts run at once. A decision that finds
+//! every slot busy joins a bounded queue: if the queue already holds
+//! [`DecisionLimits::max_queued`] decisions, or no slot comes free within
+//! [`DecisionLimits::max_queue_wait`], it is shed with `RESOURCE_EXHAUSTED`. The call's
+//! [`Deadline`] is checked before queueing, bounds the wait, is checked again once a slot is
+//! free, and bounds the wait for the script: a call whose deadline passes gets
+//! `DEADLINE_EXCEEDED`. A script already running when its caller gives up finishes within its
+//! own time budget, keeping its slot until then, so the server never runs more than its limit.
+//!
+//! **Privacy.** Logs carry the partnership, kind, outcome, revision and latency — never the
+//! facts, the caller's `case_ref`, a script's error message (it may quote facts) or field names
+//! the caller made up, unless the server was started with `--log-facts` (a debugging aid).
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, TryAcquireError};
 use tonic::{Request, Response, Status};
 
 use super::convert::{self, DecisionRequest};
+use super::limits::Deadline;
+use super::metrics::{DecisionLabels, FailureLabels, KindLabels, Metrics};
 use super::pb;
 use super::pb::decision_service_server::DecisionService;
 use super::pb::rules_service_server::RulesService;
-use super::status;
+use super::status::{self, Shed};
 use crate::error::DecisionError;
-use crate::facts::FieldViolation;
+use crate::facts::{FactType, FieldViolation, Kind};
 use crate::store::RuleStore;
+
+/// How many decisions run and wait at once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DecisionLimits {
+    /// Most scripts running at once (at least 1).
+    pub max_running: usize,
+    /// Most decisions waiting for a slot; one more is shed.
+    pub max_queued: usize,
+    /// Longest a decision waits for a slot before it is shed.
+    pub max_queue_wait: Duration,
+}
+
+impl DecisionLimits {
+    /// `max_running` slots, a queue four times as long, and a one-second wait.
+    pub fn with_running(max_running: usize) -> Self {
+        DecisionLimits { max_running, max_queued: max_running.saturating_mul(4), max_queue_wait: Duration::from_secs(1) }
+    }
+}
 
 /// Runs decisions against the live rules: the single path every decision RPC takes.
 #[derive(Debug, Clone)]
 pub struct Decider {
     store: Arc<RuleStore>,
     permits: Arc<Semaphore>,
+    queued: Arc<AtomicUsize>,
+    limits: DecisionLimits,
+    metrics: Arc<Metrics>,
+    log_facts: bool,
+}
+
+/// Leaves the queue (and its gauge) when dropped.
+struct InQueue<'a>(&'a AtomicUsize, &'a Metrics);
+
+impl Drop for InQueue<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+        self.1.queued.dec();
+    }
+}
+
+/// A script slot, counted in the `running` gauge while held.
+struct Running {
+    _permit: OwnedSemaphorePermit,
+    metrics: Arc<Metrics>,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.metrics.running.dec();
+    }
 }
 
 impl Decider {
-    /// A decider over `store` running at most `max_concurrent` scripts at once (at least one);
-    /// further decisions wait their turn.
+    /// A decider over `store` running at most `max_concurrent` scripts at once (at least one),
+    /// with the default queue ([`DecisionLimits::with_running`]) and metrics of its own.
     pub fn new(store: Arc<RuleStore>, max_concurrent: usize) -> Self {
-        Self { store, permits: Arc::new(Semaphore::new(max_concurrent.clamp(1, Semaphore::MAX_PERMITS))) }
+        Self::with_limits(store, DecisionLimits::with_running(max_concurrent), Arc::new(Metrics::new()), false)
+    }
+
+    /// A decider over `store` with `limits`, counting in `metrics`; `log_facts` logs each
+    /// request's facts and `case_ref` (debugging only: they may identify a child).
+    pub fn with_limits(store: Arc<RuleStore>, limits: DecisionLimits, metrics: Arc<Metrics>, log_facts: bool) -> Self {
+        let running = limits.max_running.clamp(1, Semaphore::MAX_PERMITS);
+        Self { store, permits: Arc::new(Semaphore::new(running)), queued: Arc::new(AtomicUsize::new(0)), limits, metrics, log_facts }
     }
 
     /// The rules this decider runs.
@@ -42,42 +107,113 @@ impl Decider {
         &self.store
     }
 
-    /// Makes one decision with the partnership's live rule set, off the async executor.
+    /// Waits for a script slot within the queue's bounds and the call's deadline.
+    async fn slot(&self, deadline: Option<Deadline>) -> Result<Running, Status> {
+        if deadline.is_some_and(Deadline::passed) {
+            return Err(status::deadline_exceeded("before the decision could start"));
+        }
+        let running = |permit| {
+            self.metrics.running.inc();
+            Running { _permit: permit, metrics: Arc::clone(&self.metrics) }
+        };
+        match Arc::clone(&self.permits).try_acquire_owned() {
+            Ok(permit) => return Ok(running(permit)),
+            Err(TryAcquireError::Closed) => return Err(status::worker_failed()),
+            Err(TryAcquireError::NoPermits) => {}
+        }
+        let ahead = self.queued.fetch_add(1, Ordering::SeqCst);
+        self.metrics.queued.inc();
+        let _in_queue = InQueue(&self.queued, &self.metrics);
+        if ahead >= self.limits.max_queued {
+            self.metrics.shed(Shed::QueueFull.reason());
+            return Err(status::overloaded(Shed::QueueFull, self.limits.max_queue_wait.max(Duration::from_millis(10))));
+        }
+        let queue_bound = Instant::now() + self.limits.max_queue_wait;
+        let (until, deadline_binds) = match deadline {
+            Some(d) if d.0 <= queue_bound => (d.0, true),
+            _ => (queue_bound, false),
+        };
+        match tokio::time::timeout_at(until.into(), Arc::clone(&self.permits).acquire_owned()).await {
+            Ok(Ok(permit)) => Ok(running(permit)),
+            Ok(Err(_closed)) => Err(status::worker_failed()),
+            Err(_) if deadline_binds => Err(status::deadline_exceeded("while waiting for a decision slot")),
+            Err(_) => {
+                self.metrics.shed(Shed::QueueWait.reason());
+                Err(status::overloaded(Shed::QueueWait, self.limits.max_queue_wait.max(Duration::from_millis(10))))
+            }
+        }
+    }
+
+    /// Makes one decision with the partnership's live rule set, off the async executor, within
+    /// the queue's bounds and the call's `deadline`.
     ///
     /// `facts_field` is where the facts sit in the request: `None` when they are the request's
     /// own fields (typed RPCs), `Some("facts")` for `Evaluate`, so that field violations name
     /// the request's path (`facts.age`).
-    pub async fn decide(&self, req: DecisionRequest, facts_field: Option<&'static str>) -> Result<pb::Decision, Status> {
+    pub async fn decide(&self, req: DecisionRequest, facts_field: Option<&'static str>, deadline: Option<Deadline>) -> Result<pb::Decision, Status> {
         let started = Instant::now();
         let DecisionRequest { partnership, kind, facts, case_ref } = req;
-        let permit = self.permits.clone().acquire_owned().await.map_err(|_| status::worker_failed())?;
+        let log_partnership = partnership.escape_debug().to_string();
+        let log_kind = kind.escape_debug().to_string();
+        if self.log_facts {
+            tracing::info!(partnership = %log_partnership, kind = %log_kind, %case_ref, %facts, "decision requested (--log-facts)");
+        }
+        let slot = match self.slot(deadline).await {
+            Ok(slot) => slot,
+            Err(refusal) => {
+                tracing::debug!(partnership = %log_partnership, kind = %log_kind, code = status::code_name(refusal.code()), "decision not started");
+                return Err(refusal);
+            }
+        };
+        if deadline.is_some_and(Deadline::passed) {
+            return Err(status::deadline_exceeded("while waiting for a decision slot"));
+        }
         let store = Arc::clone(&self.store);
         let (p, k) = (partnership.clone(), kind.clone());
-        let joined = tokio::task::spawn_blocking(move || {
-            let _permit = permit;
+        let task = tokio::task::spawn_blocking(move || {
+            let _slot = slot;
             store.decide(&p, &k, &facts)
-        })
-        .await;
-        let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
-        let partnership = partnership.escape_debug().to_string();
-        let kind = kind.escape_debug().to_string();
+        });
+        let joined = match deadline {
+            None => task.await,
+            Some(d) => match tokio::time::timeout_at(d.0.into(), task).await {
+                Ok(joined) => joined,
+                Err(_) => {
+                    tracing::info!(partnership = %log_partnership, kind = %log_kind, "deadline passed while the script ran; no decision was returned");
+                    return Err(status::deadline_exceeded("while the rules were running"));
+                }
+            },
+        };
+        let elapsed = started.elapsed();
+        let latency_ms = elapsed.as_secs_f64() * 1000.0;
         match joined {
             Ok(Ok(decision)) => {
                 tracing::info!(
-                    %partnership,
-                    %kind,
+                    partnership = %log_partnership,
+                    kind = %log_kind,
                     outcome = %decision.outcome,
                     revision = %decision.rules_revision,
                     decision_id = %decision.decision_id,
                     latency_ms,
                     "decision made"
                 );
+                self.metrics
+                    .decisions
+                    .get_or_create(&DecisionLabels { partnership: partnership.clone(), kind: kind.clone(), outcome: decision.outcome.clone() })
+                    .inc();
+                self.metrics.decision_duration.get_or_create(&KindLabels { partnership, kind }).observe(elapsed.as_secs_f64());
                 let mut out = pb::Decision::from(decision);
                 out.case_ref = case_ref;
                 Ok(out)
             }
             Ok(Err(err)) => {
-                log_refusal(&partnership, &kind, &err, latency_ms);
+                self.log_refusal(&log_partnership, &log_kind, &err, latency_ms);
+                if let DecisionError::Script { failure, .. } = &err {
+                    self.metrics
+                        .decision_failures
+                        .get_or_create(&FailureLabels { partnership, kind, reason: status::script_reason(*failure).to_string() })
+                        .inc();
+                }
                 let err = match (err, facts_field) {
                     (DecisionError::InvalidFacts(v), Some(prefix)) => {
                         DecisionError::InvalidFacts(v.into_iter().map(|f| convert::prefix_violation(prefix, f)).collect())
@@ -87,38 +223,77 @@ impl Decider {
                 Err(status::to_status(&err))
             }
             Err(join) => {
-                tracing::error!(%partnership, %kind, latency_ms, error = %join, "decision task failed; no decision was made");
+                tracing::error!(partnership = %log_partnership, kind = %log_kind, latency_ms, error = %join, "decision task failed; no decision was made");
                 Err(status::worker_failed())
             }
         }
     }
-}
 
-fn log_refusal(partnership: &str, kind: &str, err: &DecisionError, latency_ms: f64) {
-    match err {
-        DecisionError::InvalidFacts(v) => {
-            // Field names only: the descriptions may quote the facts.
-            let fields: Vec<&str> = v.iter().map(|f| f.field.as_str()).collect();
-            tracing::info!(%partnership, %kind, ?fields, latency_ms, "request refused: invalid facts");
+    fn log_refusal(&self, partnership: &str, kind: &str, err: &DecisionError, latency_ms: f64) {
+        match err {
+            DecisionError::InvalidFacts(v) => {
+                let fields = loggable_fields(v, self.log_facts);
+                tracing::info!(%partnership, %kind, ?fields, latency_ms, "request refused: invalid facts");
+            }
+            DecisionError::UnknownPartnership(_) => tracing::info!(%partnership, %kind, latency_ms, "request refused: unknown partnership"),
+            DecisionError::UnknownKind { .. } => tracing::info!(%partnership, %kind, latency_ms, "request refused: unknown decision kind"),
+            DecisionError::Script { failure, location, message } if self.log_facts => tracing::error!(
+                %partnership,
+                %kind,
+                reason = status::script_reason(*failure),
+                %location,
+                %message,
+                latency_ms,
+                "the rules failed; no decision was made"
+            ),
+            DecisionError::Script { failure, location, .. } => tracing::error!(
+                %partnership,
+                %kind,
+                reason = status::script_reason(*failure),
+                %location,
+                latency_ms,
+                "the rules failed; no decision was made (the message went to the caller; start with --log-facts to log it)"
+            ),
         }
-        DecisionError::UnknownPartnership(_) => tracing::info!(%partnership, %kind, latency_ms, "request refused: unknown partnership"),
-        DecisionError::UnknownKind { .. } => tracing::info!(%partnership, %kind, latency_ms, "request refused: unknown decision kind"),
-        DecisionError::Script { failure, location, message } => tracing::error!(
-            %partnership,
-            %kind,
-            reason = status::script_reason(*failure),
-            %location,
-            %message,
-            latency_ms,
-            "the rules failed; no decision was made"
-        ),
+    }
+
+    /// `INVALID_ARGUMENT` for a request refused at the edge, logged without personal data.
+    pub fn refused(&self, violations: Vec<FieldViolation>) -> Status {
+        let fields = loggable_fields(&violations, self.log_facts);
+        tracing::info!(?fields, "request refused: invalid request");
+        status::invalid_argument(&violations)
     }
 }
 
-fn refused(violations: Vec<FieldViolation>) -> Status {
-    let fields: Vec<&str> = violations.iter().map(|f| f.field.as_str()).collect();
-    tracing::info!(?fields, "request refused: invalid request");
-    status::invalid_argument(&violations)
+/// Every name a request field path may be made of: request fields and every built-in kind's
+/// facts. A path with any other name (an `Evaluate` fact key the caller made up, which could be
+/// anything) is logged as `<redacted>`.
+fn known_name(name: &str) -> bool {
+    const REQUEST_FIELDS: [&str; 6] = ["partnership", "kind", "case_ref", "facts", "partnerships", "…"];
+    fn in_schema(specs: &[crate::facts::FactSpec], name: &str) -> bool {
+        specs.iter().any(|s| {
+            s.name == name
+                || match s.ty {
+                    FactType::Object(inner) => in_schema(inner, name),
+                    FactType::List(FactType::Object(inner)) => in_schema(inner, name),
+                    _ => false,
+                }
+        })
+    }
+    REQUEST_FIELDS.contains(&name) || Kind::ALL.iter().any(|k| in_schema(k.schema(), name))
+}
+
+fn loggable_fields(violations: &[FieldViolation], log_facts: bool) -> Vec<String> {
+    violations
+        .iter()
+        .map(|v| {
+            let known = v.field.split('.').all(|segment| {
+                let name = segment.split('[').next().unwrap_or_default();
+                known_name(name) && segment[name.len()..].chars().all(|c| c.is_ascii_digit() || c == '[' || c == ']')
+            });
+            if known || log_facts { v.field.clone() } else { "<redacted>".to_string() }
+        })
+        .collect()
 }
 
 /// `cpc.v1.DecisionService`.
@@ -137,8 +312,9 @@ impl DecisionApi {
     where
         DecisionRequest: TryFrom<R, Error = Vec<FieldViolation>>,
     {
-        let req = DecisionRequest::try_from(request.into_inner()).map_err(refused)?;
-        self.decider.decide(req, None).await.map(Response::new)
+        let deadline = request.extensions().get::<Deadline>().copied();
+        let req = DecisionRequest::try_from(request.into_inner()).map_err(|v| self.decider.refused(v))?;
+        self.decider.decide(req, None, deadline).await.map(Response::new)
     }
 }
 
@@ -175,8 +351,9 @@ impl DecisionService for DecisionApi {
     }
 
     async fn evaluate(&self, request: Request<pb::EvaluateRequest>) -> Result<Response<pb::Decision>, Status> {
-        let req = DecisionRequest::try_from(request.into_inner()).map_err(refused)?;
-        self.decider.decide(req, Some("facts")).await.map(Response::new)
+        let deadline = request.extensions().get::<Deadline>().copied();
+        let req = DecisionRequest::try_from(request.into_inner()).map_err(|v| self.decider.refused(v))?;
+        self.decider.decide(req, Some("facts"), deadline).await.map(Response::new)
     }
 }
 
@@ -218,7 +395,10 @@ impl RulesService for RulesApi {
 
     async fn reload_rules(&self, request: Request<pb::ReloadRulesRequest>) -> Result<Response<pb::ReloadRulesResponse>, Status> {
         let ids = request.into_inner().partnerships;
-        convert::reload_ids(&ids).map_err(refused)?;
+        convert::reload_ids(&ids).map_err(|v| {
+            tracing::info!(problems = v.len(), "reload refused: invalid partnership ids");
+            status::invalid_argument(&v)
+        })?;
         let store = Arc::clone(&self.store);
         let started = Instant::now();
         let report = tokio::task::spawn_blocking(move || store.reload(&ids)).await.map_err(|join| {

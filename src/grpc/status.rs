@@ -6,8 +6,17 @@
 //! or kind is `NOT_FOUND` with a `google.rpc.ResourceInfo`; a failure of the rules is `INTERNAL`
 //! naming the script as `file:line:column`, with a `google.rpc.ErrorInfo`. No error is ever
 //! turned into a decision.
+//!
+//! The service's own refusals are built here too, so every code a caller can see is listed in
+//! this file: `RESOURCE_EXHAUSTED` when the server sheds load ([`overloaded`], with a
+//! `google.rpc.RetryInfo` saying when to try again), `DEADLINE_EXCEEDED` when the caller's
+//! deadline (or the server's request timeout) passes first ([`deadline_exceeded`]),
+//! `UNAUTHENTICATED` for a missing or wrong credential ([`unauthenticated`]) and
+//! `PERMISSION_DENIED` for a good credential that may not call the method
+//! ([`permission_denied`]).
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
@@ -28,11 +37,33 @@ pub fn script_reason(failure: ScriptFailure) -> &'static str {
     }
 }
 
-/// `INVALID_ARGUMENT` naming every bad field.
+/// Most field violations one `INVALID_ARGUMENT` names; the rest are counted in a last entry, so
+/// that a request with thousands of bad items cannot make an error larger than the request.
+pub const MAX_REPORTED_VIOLATIONS: usize = 32;
+
+/// Longest field path or description reported (characters); longer ones are cut with `…`.
+const MAX_VIOLATION_TEXT: usize = 300;
+
+fn clip(s: &str) -> String {
+    if s.chars().count() > MAX_VIOLATION_TEXT {
+        format!("{}…", s.chars().take(MAX_VIOLATION_TEXT).collect::<String>())
+    } else {
+        s.to_string()
+    }
+}
+
+/// `INVALID_ARGUMENT` naming every bad field (at most [`MAX_REPORTED_VIOLATIONS`] of them, then
+/// a count of the rest under the field `…`).
 pub fn invalid_argument(violations: &[FieldViolation]) -> Status {
-    let summary = violations.iter().map(|v| format!("{}: {}", v.field, v.description)).collect::<Vec<_>>().join("; ");
+    let mut shown: Vec<FieldViolation> =
+        violations.iter().take(MAX_REPORTED_VIOLATIONS).map(|v| FieldViolation::new(clip(&v.field), clip(&v.description))).collect();
+    if violations.len() > MAX_REPORTED_VIOLATIONS {
+        let more = violations.len() - MAX_REPORTED_VIOLATIONS;
+        shown.push(FieldViolation::new("…", format!("and {more} more problem(s) not listed")));
+    }
+    let summary = shown.iter().map(|v| format!("{}: {}", v.field, v.description)).collect::<Vec<_>>().join("; ");
     let details = ErrorDetails::with_bad_request(
-        violations.iter().map(|v| tonic_types::FieldViolation::new(v.field.clone(), v.description.clone())).collect::<Vec<_>>(),
+        shown.iter().map(|v| tonic_types::FieldViolation::new(v.field.clone(), v.description.clone())).collect::<Vec<_>>(),
     );
     Status::with_error_details(Code::InvalidArgument, format!("invalid request: {summary}"), details)
 }
@@ -79,12 +110,120 @@ impl From<DecisionError> for Status {
     }
 }
 
+/// The canonical name of a status code (`INVALID_ARGUMENT`), for logs and metric labels.
+pub fn code_name(code: Code) -> &'static str {
+    match code {
+        Code::Ok => "OK",
+        Code::Cancelled => "CANCELLED",
+        Code::Unknown => "UNKNOWN",
+        Code::InvalidArgument => "INVALID_ARGUMENT",
+        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
+        Code::NotFound => "NOT_FOUND",
+        Code::AlreadyExists => "ALREADY_EXISTS",
+        Code::PermissionDenied => "PERMISSION_DENIED",
+        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
+        Code::FailedPrecondition => "FAILED_PRECONDITION",
+        Code::Aborted => "ABORTED",
+        Code::OutOfRange => "OUT_OF_RANGE",
+        Code::Unimplemented => "UNIMPLEMENTED",
+        Code::Internal => "INTERNAL",
+        Code::Unavailable => "UNAVAILABLE",
+        Code::DataLoss => "DATA_LOSS",
+        Code::Unauthenticated => "UNAUTHENTICATED",
+    }
+}
+
 /// `INTERNAL` for work whose worker task died (a panic in the engine): never a decision.
 pub fn worker_failed() -> Status {
     Status::with_error_details(
         Code::Internal,
         "the work could not be completed (an internal failure); no decision or change was made",
         ErrorDetails::with_error_info("ENGINE_FAILURE", ERROR_DOMAIN, HashMap::new()),
+    )
+}
+
+/// Why the server shed a call with `RESOURCE_EXHAUSTED`. Its [`Shed::reason`] is the
+/// `ErrorInfo` reason and the `reason` label of the `cpc_shed_total` metric.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Shed {
+    /// Every script slot was busy and the decision queue was full.
+    QueueFull,
+    /// Every script slot stayed busy for the longest time a decision may wait in the queue.
+    QueueWait,
+    /// The connection sent more calls per second than it may.
+    ConnectionRate,
+    /// The server as a whole received more calls per second than it takes.
+    GlobalRate,
+    /// The connection had as many calls in progress as it may.
+    ConnectionConcurrency,
+    /// The server had as many connections open as it takes (the connection was closed).
+    Connections,
+}
+
+impl Shed {
+    /// The `ErrorInfo` reason (and metric label) for this kind of shedding.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Shed::QueueFull => "DECISION_QUEUE_FULL",
+            Shed::QueueWait => "DECISION_QUEUE_WAIT",
+            Shed::ConnectionRate => "CONNECTION_RATE_LIMITED",
+            Shed::GlobalRate => "RATE_LIMITED",
+            Shed::ConnectionConcurrency => "CONNECTION_CONCURRENCY_LIMITED",
+            Shed::Connections => "TOO_MANY_CONNECTIONS",
+        }
+    }
+
+    fn message(self) -> &'static str {
+        match self {
+            Shed::QueueFull => "the server is at its decision capacity and its queue is full",
+            Shed::QueueWait => "the server is at its decision capacity and no slot came free in time",
+            Shed::ConnectionRate => "this connection is sending calls faster than its rate limit",
+            Shed::GlobalRate => "the server is receiving calls faster than its rate limit",
+            Shed::ConnectionConcurrency => "this connection has as many calls in progress as it may",
+            Shed::Connections => "the server has as many connections open as it takes",
+        }
+    }
+}
+
+/// `RESOURCE_EXHAUSTED`: the call was shed, not attempted, and may be retried after
+/// `retry_after` (sent as `google.rpc.RetryInfo`).
+pub fn overloaded(why: Shed, retry_after: Duration) -> Status {
+    let mut details = ErrorDetails::with_error_info(why.reason(), ERROR_DOMAIN, HashMap::new());
+    details.set_retry_info(Some(retry_after));
+    Status::with_error_details(
+        Code::ResourceExhausted,
+        format!("{}; no decision or change was made; retry after {} ms with backoff", why.message(), retry_after.as_millis()),
+        details,
+    )
+}
+
+/// `DEADLINE_EXCEEDED`: the caller's deadline (`grpc-timeout`) or the server's request timeout
+/// passed before the call finished. `stage` says where it was (`waiting for a decision slot`).
+pub fn deadline_exceeded(stage: &str) -> Status {
+    Status::with_error_details(
+        Code::DeadlineExceeded,
+        format!("the call's deadline passed {stage}; no decision or change was made"),
+        ErrorDetails::with_error_info("DEADLINE_EXCEEDED", ERROR_DOMAIN, HashMap::new()),
+    )
+}
+
+/// `UNAUTHENTICATED`: no credential, or one the server does not accept. `why` never quotes the
+/// credential.
+pub fn unauthenticated(why: &str) -> Status {
+    Status::with_error_details(
+        Code::Unauthenticated,
+        format!("{why}; send `authorization: Bearer <token>` metadata (or a client certificate the server trusts)"),
+        ErrorDetails::with_error_info("UNAUTHENTICATED", ERROR_DOMAIN, HashMap::new()),
+    )
+}
+
+/// `PERMISSION_DENIED`: a valid credential that may not call `method` (e.g. a caller token on
+/// an admin method).
+pub fn permission_denied(method: &str, needs: &str) -> Status {
+    Status::with_error_details(
+        Code::PermissionDenied,
+        format!("{method} needs {needs}; the credential sent does not grant it"),
+        ErrorDetails::with_error_info("PERMISSION_DENIED", ERROR_DOMAIN, HashMap::from([("method".to_string(), method.to_string())])),
     )
 }
 
@@ -116,6 +255,29 @@ mod tests {
         assert_eq!(status.code(), Code::InvalidArgument);
         let details = status.get_error_details();
         assert_eq!(details.bad_request().unwrap().field_violations[0].field, "age");
+    }
+
+    #[test]
+    fn huge_violation_lists_are_capped() {
+        let many: Vec<FieldViolation> = (0..1000).map(|i| FieldViolation::new(format!("grounds[{i}]"), "x".repeat(10_000))).collect();
+        let status = invalid_argument(&many);
+        let details = status.get_error_details();
+        let bad = details.bad_request().unwrap();
+        assert_eq!(bad.field_violations.len(), MAX_REPORTED_VIOLATIONS + 1);
+        assert!(bad.field_violations[0].description.chars().count() <= MAX_VIOLATION_TEXT + 1);
+        assert!(bad.field_violations.last().unwrap().description.contains("968 more"));
+    }
+
+    #[test]
+    fn shedding_says_when_to_retry() {
+        let status = overloaded(Shed::QueueFull, Duration::from_millis(250));
+        assert_eq!(status.code(), Code::ResourceExhausted);
+        let details = status.get_error_details();
+        assert_eq!(details.error_info().unwrap().reason, "DECISION_QUEUE_FULL");
+        assert_eq!(details.retry_info().unwrap().retry_delay, Some(Duration::from_millis(250)));
+        assert_eq!(deadline_exceeded("x").code(), Code::DeadlineExceeded);
+        assert_eq!(unauthenticated("x").code(), Code::Unauthenticated);
+        assert_eq!(permission_denied("ReloadRules", "an admin credential").code(), Code::PermissionDenied);
     }
 
     #[test]

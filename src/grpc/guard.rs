@@ -1,0 +1,187 @@
+//! The per-call guard: one tower layer in front of every service.
+//!
+//! For each call, in this order (each step cheap, and each refusal immediate):
+//!
+//! 1. classify the method ([`super::auth::method_access`]); health checks pass straight
+//!    through — no credential, no limit, so a busy server is never taken for a dead one;
+//! 2. the connection's rate limit → `RESOURCE_EXHAUSTED`;
+//! 3. the access policy → `UNAUTHENTICATED` / `PERMISSION_DENIED` (before the server-wide rate
+//!    limit, so unauthenticated floods do not use up the legitimate callers' budget);
+//! 4. the server-wide rate limit → `RESOURCE_EXHAUSTED`;
+//! 5. the connection's limit on calls in progress → `RESOURCE_EXHAUSTED`;
+//! 6. the call's [`Deadline`] (caller's `grpc-timeout` or the server's request timeout) is set
+//!    on the request for the service to honour, and enforced here too → `DEADLINE_EXCEEDED`;
+//! 7. the answer's status code and the time taken go to the metrics.
+//!
+//! Refusals are logged without personal data: the method, the peer address and why.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use tonic::Status;
+use tonic::body::Body;
+use tonic::transport::server::TlsConnectInfo;
+use tower_layer::Layer;
+use tower_service::Service;
+
+use super::auth::{self, AccessPolicy, MethodInfo};
+use super::limits::{ConnState, Deadline, SharedBucket, parse_grpc_timeout};
+use super::metrics::{ErrorLabels, Metrics, MethodLabels};
+use super::status::{self, Shed};
+use super::transport::ConnInfo;
+
+/// How long a caller shed for having too many calls in progress is told to wait.
+const CONCURRENCY_RETRY: Duration = Duration::from_millis(50);
+
+/// What the guard enforces.
+#[derive(Debug)]
+pub struct GuardConfig {
+    /// Who may call what.
+    pub policy: AccessPolicy,
+    /// The server-wide rate limit.
+    pub global_rate: Option<SharedBucket>,
+    /// Longest any call may take (a shorter `grpc-timeout` wins).
+    pub request_timeout: Duration,
+    /// Where the answers are counted.
+    pub metrics: Arc<Metrics>,
+}
+
+/// The layer: wraps the server's routes in a [`Guard`].
+#[derive(Debug, Clone)]
+pub struct GuardLayer {
+    config: Arc<GuardConfig>,
+}
+
+impl GuardLayer {
+    /// A guard enforcing `config`.
+    pub fn new(config: GuardConfig) -> Self {
+        GuardLayer { config: Arc::new(config) }
+    }
+}
+
+impl<S> Layer<S> for GuardLayer {
+    type Service = Guard<S>;
+
+    fn layer(&self, inner: S) -> Guard<S> {
+        Guard { inner, config: Arc::clone(&self.config) }
+    }
+}
+
+/// The guard service (see the module documentation).
+#[derive(Debug, Clone)]
+pub struct Guard<S> {
+    inner: S,
+    config: Arc<GuardConfig>,
+}
+
+/// A call let through: it holds one of its connection's in-progress slots until answered.
+struct Admitted {
+    _slot: Option<tokio::sync::OwnedSemaphorePermit>,
+    deadline: Deadline,
+}
+
+/// The connection a call came on and, over mutual TLS, its client certificate's names.
+fn connection(req: &http::Request<Body>) -> (Option<Arc<ConnState>>, Option<Vec<String>>) {
+    if let Some(tls) = req.extensions().get::<TlsConnectInfo<ConnInfo>>() {
+        let state = Arc::clone(&tls.get_ref().state);
+        let names = tls.peer_certs().map(|certs| {
+            state.peer_names.get_or_init(|| certs.first().map(|c| auth::certificate_names(c.as_ref())).unwrap_or_default()).clone()
+        });
+        return (Some(state), names);
+    }
+    (req.extensions().get::<ConnInfo>().map(|i| Arc::clone(&i.state)), None)
+}
+
+impl GuardConfig {
+    fn admit(&self, req: &http::Request<Body>, method: MethodInfo, conn: Option<&ConnState>, peer_names: Option<&[String]>, received: Instant) -> Result<Admitted, Status> {
+        let shed = |why: Shed, retry: Duration| {
+            self.metrics.shed(why.reason());
+            tracing::debug!(method = method.label, peer = ?conn.and_then(|c| c.remote_addr), reason = why.reason(), "call shed");
+            status::overloaded(why, retry)
+        };
+        if let (Some(c), true) = (conn, method.limited) {
+            c.try_rate().map_err(|retry| shed(Shed::ConnectionRate, retry))?;
+        }
+        let authorization = req.headers().get(http::header::AUTHORIZATION).map(http::HeaderValue::as_bytes);
+        if let Err(refusal) = self.policy.check(method, authorization, peer_names) {
+            tracing::warn!(
+                method = method.label,
+                peer = ?conn.and_then(|c| c.remote_addr),
+                code = status::code_name(refusal.code()),
+                credential = if authorization.is_some() { "bearer token" } else if peer_names.is_some() { "client certificate" } else { "none" },
+                "call refused by the access policy"
+            );
+            return Err(refusal);
+        }
+        if let (Some(bucket), true) = (&self.global_rate, method.limited) {
+            bucket.try_take().map_err(|retry| shed(Shed::GlobalRate, retry))?;
+        }
+        let slot = match (conn, method.limited) {
+            (Some(c), true) => Some(c.try_start().ok_or_else(|| shed(Shed::ConnectionConcurrency, CONCURRENCY_RETRY))?),
+            _ => None,
+        };
+        let timeout = req.headers().get("grpc-timeout").and_then(|v| v.to_str().ok()).and_then(parse_grpc_timeout);
+        let deadline = Deadline::for_call(received, timeout, self.request_timeout);
+        if deadline.passed() {
+            return Err(status::deadline_exceeded("before the call started"));
+        }
+        Ok(Admitted { _slot: slot, deadline })
+    }
+
+    fn record(&self, method: MethodInfo, started: Instant, response: &http::Response<Body>) {
+        let code = response.headers().get("grpc-status").map_or(tonic::Code::Ok, |v| tonic::Code::from_bytes(v.as_bytes()));
+        self.metrics.rpc_duration.get_or_create(&MethodLabels { method: method.label.to_string() }).observe(started.elapsed().as_secs_f64());
+        if code != tonic::Code::Ok {
+            self.metrics
+                .rpc_errors
+                .get_or_create(&ErrorLabels { method: method.label.to_string(), code: status::code_name(code).to_string() })
+                .inc();
+        }
+    }
+}
+
+impl<S> Service<http::Request<Body>> for Guard<S>
+where
+    S: Service<http::Request<Body>, Response = http::Response<Body>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+{
+    type Response = http::Response<Body>;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: http::Request<Body>) -> Self::Future {
+        let received = Instant::now();
+        let method = auth::method_access(req.uri().path());
+        let config = Arc::clone(&self.config);
+        // The clone that was made ready is the one to call (tower's readiness contract).
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        Box::pin(async move {
+            if !method.limited && method.access == auth::Access::Open {
+                return inner.call(req).await;
+            }
+            let (conn, peer_names) = connection(&req);
+            let response = match config.admit(&req, method, conn.as_deref(), peer_names.as_deref(), received) {
+                Err(refusal) => refusal.into_http(),
+                Ok(admitted) => {
+                    let Admitted { _slot, deadline } = admitted;
+                    req.extensions_mut().insert(deadline);
+                    match tokio::time::timeout_at(deadline.0.into(), inner.call(req)).await {
+                        Ok(answer) => answer?,
+                        Err(_) => status::deadline_exceeded("before the answer was ready").into_http(),
+                    }
+                }
+            };
+            config.record(method, received, &response);
+            Ok(response)
+        })
+    }
+}
