@@ -100,8 +100,7 @@ agency_reasons := [reason(
 	"central-bedfordshire.complaint.agency-matters",
 	"Complaints about how one agency worked or what it decided, or about how a professional behaved (for example a social worker's report the parents did not get in good time, or a chair who was rude at the meeting before the conference), are sent to that agency's own internal complaints procedure, not to the panel.",
 )] if {
-	some c in {"agency_practice", "professional_conduct"}
-	c in categories
+	count({"agency_practice", "professional_conduct"} & categories) > 0
 } else := []
 
 other_reasons := [
@@ -144,10 +143,15 @@ stands_reasons := [reason(
 	"While the complaint is being considered, the conference's decision still applies.",
 )]
 
-reasons := [r |
-	some part in [complainant_reasons, criteria_reasons, agency_reasons, other_reasons, outcome_reasons, stands_reasons]
-	some r in part
-]
+# Written for regorus's RVM as well as its interpreter: regorus 0.14.1's RVM returns an empty
+# list for the flattening comprehension `[r | some part in [p1, p2]; some r in part]` and leaves
+# a rule undefined instead of taking its `else` when a body with `some x in ...` finds nothing;
+# hence array.concat here and a set intersection in agency_reasons. The interpreter gets both
+# forms right.
+reasons := array.concat(
+	array.concat(array.concat(complainant_reasons, criteria_reasons), array.concat(agency_reasons, other_reasons)),
+	array.concat(outcome_reasons, stands_reasons),
+)
 
 outcome_actions := [] if outcome == "not_eligible"
 else := [act("complete_stage1", "Finish the first stage of the complaint about the conference process before asking for Stage 2.", "complainant")] if outcome == "premature"

@@ -27,15 +27,15 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use cpc_rules::calendar::Calendar;
 use cpc_rules::cases::Case;
-use cpc_rules::engine::{Limits, build_engine};
 use cpc_rules::facts::{Kind, validate};
 use cpc_rules::grpc::convert::DecisionRequest;
 use cpc_rules::grpc::pb;
 use cpc_rules::model::Decision;
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
-use rhai::{AST, Dynamic, Engine, Map, Scope};
+use common::convert::{self, parse_date_by_hand};
+use common::{bare_engine, bare_engine_variant, to_dynamic};
+use rhai::{Dynamic, Scope};
 use serde_json::{Value, json};
 
 /// The partnership whose complaint policy is written in Rego for the comparison.
@@ -43,21 +43,6 @@ const COMPARED: &str = "central-bedfordshire";
 /// The Rego rule that builds the decision.
 const REGO_ENTRY: &str = "data.cpc.complaint.decision";
 const REGO_POLICY: &str = include_str!("complaint.rego");
-
-/// A copy of `cpc_rules::engine::ruleset::to_dynamic` (crate-private): JSON facts → Rhai values.
-fn to_dynamic(v: &Value) -> Dynamic {
-    match v {
-        Value::Null => Dynamic::UNIT,
-        Value::Bool(b) => Dynamic::from_bool(*b),
-        Value::Number(n) => match n.as_i64() {
-            Some(i) => Dynamic::from_int(i),
-            None => Dynamic::from_float(n.as_f64().unwrap_or(f64::NAN)),
-        },
-        Value::String(s) => Dynamic::from(rhai::ImmutableString::from(s.as_str())),
-        Value::Array(a) => Dynamic::from_array(a.iter().map(to_dynamic).collect()),
-        Value::Object(o) => Dynamic::from_map(o.iter().map(|(k, v)| (k.as_str().into(), to_dynamic(v))).collect()),
-    }
-}
 
 static FAILED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 static FIRST_FAILURE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
@@ -113,63 +98,6 @@ fn rego_json(v: &regorus::Value) -> Value {
     serde_json::to_value(v).expect("regorus value serialises")
 }
 
-/// A bare engine running one kind's script exactly as `RuleSet::compile` sets it up (hardened
-/// engine, helpers, shared functions as a global module), for the `parts/script_only` benchmark.
-fn bare_engine(root: &Path, id: &str, kind: &str) -> (Engine, AST) {
-    bare_engine_variant(root, id, kind, "hardened")
-}
-
-/// [`bare_engine`] with one setting changed, to measure what it costs:
-/// `hardened` (as the service runs), `no_size_limits` (no string/array/map size checks),
-/// `no_limits` (no size, operation or depth limits), `optimize_full` (constant folding).
-fn bare_engine_variant(root: &Path, id: &str, kind: &str, variant: &str) -> (Engine, AST) {
-    let read = |p: &Path| std::fs::read_to_string(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
-    let calendar = Calendar::from_toml(&read(&root.join("calendar/bank-holidays.toml"))).expect("calendar");
-    let mut engine = build_engine(&Limits::default(), Arc::new(calendar));
-    match variant {
-        "hardened" => {}
-        "no_size_limits" => {
-            engine.set_max_string_size(0).set_max_array_size(0).set_max_map_size(0);
-        }
-        "no_limits" => {
-            engine
-                .set_max_string_size(0)
-                .set_max_array_size(0)
-                .set_max_map_size(0)
-                .set_max_operations(0)
-                .set_max_call_levels(usize::MAX)
-                .set_max_expr_depths(0, 0);
-        }
-        "optimize_full" => {
-            engine.set_optimization_level(rhai::OptimizationLevel::Full);
-        }
-        other => panic!("unknown engine variant {other}"),
-    }
-    let mut shared_files: Vec<_> = std::fs::read_dir(root.join("shared"))
-        .expect("shared folder")
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "rhai"))
-        .collect();
-    shared_files.sort();
-    let mut shared: Option<AST> = None;
-    for p in shared_files {
-        let ast = engine.compile(read(&p)).expect("shared script compiles");
-        shared = Some(match shared {
-            Some(acc) => acc.merge(&ast),
-            None => ast,
-        });
-    }
-    if let Some(ast) = &shared {
-        let mut module = rhai::Module::eval_ast_as_new(Scope::new(), ast, &engine).expect("shared module");
-        module.set_id("shared");
-        engine.register_global_module(module.into());
-    }
-    let mut scope = Scope::new();
-    scope.push("facts", Map::new());
-    let ast = engine.compile_with_scope(&scope, read(&root.join(id).join(format!("{kind}.rhai")))).expect("script compiles");
-    (engine, ast)
-}
-
 fn benches(c: &mut Criterion) {
     let rules = common::load_rules();
     let store = Arc::clone(&rules.store);
@@ -209,6 +137,15 @@ fn benches(c: &mut Criterion) {
         group.finish();
     }
 
+    // ---- how much script each representative decision runs (Rhai operations) ---------------------
+    for (id, these) in &reps {
+        let mut line = Vec::new();
+        for (kind, case) in these {
+            line.push(format!("{kind} {}", script_operations(&root, id, kind, &case.facts)));
+        }
+        println!("rhai operations per decision, {id}: {}", line.join(", "));
+    }
+
     // ---- decide_all_cases/<partnership> --------------------------------------------------------
     {
         let mut group = c.benchmark_group("decide_all_cases");
@@ -224,7 +161,8 @@ fn benches(c: &mut Criterion) {
                 continue;
             }
             group.throughput(Throughput::Elements(cases.len() as u64));
-            group.bench_function(format!("{id} ({} cases)", cases.len()), |b| {
+            println!("decide_all_cases/{id}: {} decision-producing cases", cases.len());
+            group.bench_function(id.as_str(), |b| {
                 b.iter(|| {
                     for case in &cases {
                         black_box(counted(set.decide(&case.kind, black_box(&case.facts))));
@@ -325,7 +263,7 @@ fn benches(c: &mut Criterion) {
             }
         }
         for (id, kind, case) in &targets {
-            for variant in ["hardened", "no_size_limits", "no_limits", "optimize_full"] {
+            for variant in ["hardened", "no_size_limits", "no_limits", "optimize_full", "no_interner"] {
                 let (engine, ast) = bare_engine_variant(&root, id, kind, variant);
                 group.bench_function(format!("{variant}/{id}/{kind}"), |b| {
                     b.iter(|| {
@@ -335,6 +273,32 @@ fn benches(c: &mut Criterion) {
                     })
                 });
             }
+            // The hardened engine, keeping Rhai's function-resolution cache from one decision to
+            // the next (`eval_ast_with_scope` starts each evaluation with an empty one).
+            let (engine, ast) = bare_engine_variant(&root, id, kind, "hardened");
+            let mut caches = rhai::Caches::new();
+            let check = {
+                let mut global = engine.new_global_runtime_state();
+                global.lib.push(ast.shared_lib().clone());
+                let mut scope = Scope::new();
+                scope.push_constant_dynamic("facts", to_dynamic(&case.facts));
+                #[allow(deprecated)]
+                engine.eval_statements_raw(&mut global, &mut caches, &mut scope, ast.statements()).expect("script runs")
+            };
+            let mut scope = Scope::new();
+            scope.push_constant_dynamic("facts", to_dynamic(&case.facts));
+            let plain = engine.eval_ast_with_scope::<Dynamic>(&mut scope, &ast).expect("script runs");
+            assert_eq!(format!("{check:?}"), format!("{plain:?}"), "the raw evaluation gives the same result");
+            group.bench_function(format!("reuse_fn_cache/{id}/{kind}"), |b| {
+                b.iter(|| {
+                    let mut global = engine.new_global_runtime_state();
+                    global.lib.push(ast.shared_lib().clone());
+                    let mut scope = Scope::new();
+                    scope.push_constant_dynamic("facts", to_dynamic(black_box(&case.facts)));
+                    #[allow(deprecated)]
+                    engine.eval_statements_raw(&mut global, &mut caches, &mut scope, ast.statements()).expect("script runs")
+                })
+            });
         }
         for d in ["2025-04-17", "2024-02-29", "2025-02-29", "2025-13-01", "2025-4-17", "2025-04-1x", "２025-04-1", "0000-01-01"] {
             assert_eq!(cpc_rules::facts::parse_date(d), parse_date_by_hand(d), "the hand parser differs on {d}");
@@ -343,6 +307,51 @@ fn benches(c: &mut Criterion) {
             b.iter(|| cpc_rules::facts::parse_date(black_box("2025-04-17")))
         });
         group.bench_function("parse_date/by_hand", |b| b.iter(|| parse_date_by_hand(black_box("2025-04-17"))));
+        group.finish();
+    }
+
+    // ---- conversion: the script's result → Decision, as now and as proposed ----------------------
+    {
+        let mut group = c.benchmark_group("conversion");
+        for (kind, (id, case)) in &per_kind {
+            let loaded = store.get(id).expect("live set");
+            let set = &loaded.set;
+            let sections: std::collections::HashMap<String, String> = set
+                .metadata()
+                .documents
+                .iter()
+                .flat_map(|d| d.sections.iter().map(move |s| (s.clone(), d.title.clone())))
+                .collect();
+            let info = set.kinds().find(|k| &k.name == kind).expect("kind");
+            let ctx = convert::Ctx {
+                id,
+                kind,
+                outcomes: &info.outcomes,
+                revision: set.revision(),
+                sections: &sections,
+                actions: set.actions(),
+            };
+            let (engine, ast) = bare_engine(&root, id, kind);
+            let mut scope = Scope::new();
+            scope.push_constant_dynamic("facts", to_dynamic(&case.facts));
+            let out = engine.eval_ast_with_scope::<Dynamic>(&mut scope, &ast).expect("script runs");
+            let same = |mut d: cpc_rules::model::Decision| {
+                d.decision_id.clear();
+                d.decided_at.clear();
+                d
+            };
+            let engine_made = same(set.decide(kind, &case.facts).expect("decides"));
+            let now = same(convert::current(&ctx, out.clone()).expect("converts"));
+            let next = same(convert::proposed(&ctx, out.clone()).expect("converts"));
+            assert_eq!(now, engine_made, "the copied conversion matches the engine's for {id}/{kind}");
+            assert_eq!(next, engine_made, "the proposed conversion matches the engine's for {id}/{kind}");
+            group.bench_function(format!("current/{id}/{kind}"), |b| {
+                b.iter_batched(|| out.clone(), |o| convert::current(&ctx, o).expect("converts"), BatchSize::SmallInput)
+            });
+            group.bench_function(format!("proposed/{id}/{kind}"), |b| {
+                b.iter_batched(|| out.clone(), |o| convert::proposed(&ctx, o).expect("converts"), BatchSize::SmallInput)
+            });
+        }
         group.finish();
     }
 
@@ -355,17 +364,20 @@ fn benches(c: &mut Criterion) {
     }
 }
 
-/// The `YYYY-MM-DD` parser proposed for `cpc_rules::facts::parse_date` (same acceptance: exactly
-/// ten characters, four-digit year, two-digit month and day, a real date).
-fn parse_date_by_hand(s: &str) -> Option<chrono::NaiveDate> {
-    let b = s.as_bytes();
-    if b.len() != 10 || b[4] != b'-' || b[7] != b'-' {
-        return None;
-    }
-    let num = |r: std::ops::Range<usize>| -> Option<u32> {
-        b[r].iter().try_fold(0u32, |n, c| c.is_ascii_digit().then(|| n * 10 + u32::from(c - b'0')))
-    };
-    chrono::NaiveDate::from_ymd_opt(i32::try_from(num(0..4)?).ok()?, num(5..7)?, num(8..10)?)
+/// The number of Rhai operations one evaluation of a kind's script takes on these facts.
+fn script_operations(root: &Path, id: &str, kind: &str, facts: &Value) -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let (mut engine, ast) = bare_engine(root, id, kind);
+    let ops = Arc::new(AtomicU64::new(0));
+    let seen = Arc::clone(&ops);
+    engine.on_progress(move |n| {
+        seen.fetch_max(n, Ordering::Relaxed);
+        None
+    });
+    let mut scope = Scope::new();
+    scope.push_constant_dynamic("facts", to_dynamic(facts));
+    let _ = engine.eval_ast_with_scope::<Dynamic>(&mut scope, &ast).expect("script runs");
+    ops.load(Ordering::Relaxed)
 }
 
 fn complaint_policy(c: &mut Criterion, store: &cpc_rules::store::RuleStore, root: &Path) {

@@ -29,7 +29,9 @@
 //!
 //! Knobs (environment): `LOAD_SECS` (10), `LOAD_WARMUP_SECS` (2), `LOAD_CONNECTIONS` (4),
 //! `LOAD_CONCURRENCY` (64), `LOAD_SERVER_THREADS` (2), `LOAD_CLIENT_THREADS` (2),
-//! `LOAD_COLD_RUNS` (10), `LOAD_RELOAD_RUNS` (10), `LOAD_ONLY` (comma-separated run names).
+//! `LOAD_COLD_RUNS` (10), `LOAD_RELOAD_RUNS` (10), `LOAD_DECIDE_THREADS` (`1,2`), `LOAD_ONLY`
+//! (comma-separated run names: cold, reload, threads, ceiling, direct-inline, direct-blocking,
+//! service, service+logs, ceiling@50%, service@50%, service+logs@50%, service@50%svc, child).
 
 mod common;
 
@@ -276,6 +278,60 @@ impl DecisionService for Empty {
     }
 }
 
+/// The decision work alone over the same transport: request conversion, `RuleStore::decide` and
+/// the protobuf answer — on the async worker (`inline`) or through `spawn_blocking` — with none
+/// of the real service's guard layer, decision queue, metrics or logs. Between the ceiling and
+/// the real service, it shows what each part costs.
+#[derive(Clone)]
+struct Direct {
+    store: Arc<RuleStore>,
+    blocking: bool,
+}
+
+impl Direct {
+    async fn decide(&self, req: Result<cpc_rules::grpc::convert::DecisionRequest, Vec<cpc_rules::facts::FieldViolation>>) -> Result<Response<pb::Decision>, Status> {
+        let req = req.map_err(|v| Status::invalid_argument(format!("{v:?}")))?;
+        let decided = if self.blocking {
+            let store = Arc::clone(&self.store);
+            let (p, k, f) = (req.partnership.clone(), req.kind.clone(), req.facts);
+            tokio::task::spawn_blocking(move || store.decide(&p, &k, &f)).await.map_err(|e| Status::internal(e.to_string()))?
+        } else {
+            self.store.decide(&req.partnership, &req.kind, &req.facts)
+        };
+        let mut d = pb::Decision::from(decided.map_err(|e| Status::internal(e.to_string()))?);
+        d.case_ref = req.case_ref;
+        Ok(Response::new(d))
+    }
+}
+
+#[tonic::async_trait]
+impl DecisionService for Direct {
+    async fn check_attendance(&self, _: Request<pb::CheckAttendanceRequest>) -> Result<Response<pb::Decision>, Status> {
+        Err(Status::unimplemented("not in the benchmark"))
+    }
+    async fn check_exclusion(&self, _: Request<pb::CheckExclusionRequest>) -> Result<Response<pb::Decision>, Status> {
+        Err(Status::unimplemented("not in the benchmark"))
+    }
+    async fn check_child_invitation(&self, _: Request<pb::CheckChildInvitationRequest>) -> Result<Response<pb::Decision>, Status> {
+        Err(Status::unimplemented("not in the benchmark"))
+    }
+    async fn determine_plan_type(&self, r: Request<pb::DeterminePlanTypeRequest>) -> Result<Response<pb::Decision>, Status> {
+        self.decide(cpc_rules::grpc::convert::DecisionRequest::try_from(r.into_inner())).await
+    }
+    async fn check_complaint_eligibility(
+        &self,
+        r: Request<pb::CheckComplaintEligibilityRequest>,
+    ) -> Result<Response<pb::Decision>, Status> {
+        self.decide(cpc_rules::grpc::convert::DecisionRequest::try_from(r.into_inner())).await
+    }
+    async fn compute_timescales(&self, _: Request<pb::ComputeTimescalesRequest>) -> Result<Response<pb::Decision>, Status> {
+        Err(Status::unimplemented("not in the benchmark"))
+    }
+    async fn evaluate(&self, _: Request<pb::EvaluateRequest>) -> Result<Response<pb::Decision>, Status> {
+        Err(Status::unimplemented("not in the benchmark"))
+    }
+}
+
 /// Real decisions for the first plan-type and complaint requests of the mix (by the same rules),
 /// for the empty handler to return; and the mean encoded size of every real response.
 fn constant_decisions(store: &RuleStore, mix: &[Req]) -> (pb::Decision, pb::Decision, f64) {
@@ -345,10 +401,29 @@ fn start_service(store: Arc<RuleStore>, threads: usize, logs: Option<tracing::Di
     RunningServer { addr, rt: Some(rt), stop: Some(tx), done: Some(done) }
 }
 
-/// The empty handler on a tonic server built with the real server's transport settings
-/// (timeout, per-connection concurrency limit, keepalives, TCP_NODELAY).
+/// A tonic server builder with the real server's HTTP/2 settings (streams per connection,
+/// header list size, keepalives) and nothing else: no guard layer, metrics or logs.
+fn plain_builder(o: &ServerOptions) -> Server {
+    let streams = u32::try_from(o.concurrency_limit_per_connection.saturating_mul(2).max(1)).unwrap_or(u32::MAX);
+    Server::builder()
+        .max_concurrent_streams(Some(streams))
+        .http2_max_header_list_size(Some(16 * 1024))
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+}
+
+/// The empty handler on a plain tonic server ([`plain_builder`], TCP_NODELAY).
 fn start_empty(empty: Empty, threads: usize) -> RunningServer {
-    let rt = runtime("empty-server", threads, None);
+    start_plain(DecisionServiceServer::new(empty), threads)
+}
+
+/// [`Direct`] on a plain tonic server.
+fn start_direct(direct: Direct, threads: usize) -> RunningServer {
+    start_plain(DecisionServiceServer::new(direct), threads)
+}
+
+fn start_plain<T: DecisionService>(svc: DecisionServiceServer<T>, threads: usize) -> RunningServer {
+    let rt = runtime("plain-server", threads, None);
     let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).expect("bind");
     let addr = listener.local_addr().expect("addr");
     let (tx, rx) = oneshot::channel::<()>();
@@ -357,12 +432,9 @@ fn start_empty(empty: Empty, threads: usize) -> RunningServer {
         let incoming = tonic::transport::server::TcpIncoming::from(listener)
             .with_nodelay(Some(true))
             .with_keepalive(Some(Duration::from_secs(60)));
-        Server::builder()
-            .timeout(o.request_timeout)
-            .concurrency_limit_per_connection(o.concurrency_limit_per_connection)
-            .http2_keepalive_interval(Some(Duration::from_secs(30)))
-            .http2_keepalive_timeout(Some(Duration::from_secs(10)))
-            .add_service(DecisionServiceServer::new(empty).max_decoding_message_size(o.max_request_bytes))
+        let mut builder = plain_builder(&o);
+        builder
+            .add_service(svc.max_decoding_message_size(o.max_request_bytes))
             .serve_with_incoming_shutdown(incoming, async {
                 let _ = rx.await;
             })
@@ -466,6 +538,9 @@ fn histogram() -> Histogram<u64> {
 /// Drives `mix` at `addr` for the configured time and returns what it measured.
 fn drive(client_rt: &Runtime, cfg: &Config, name: &str, addr: SocketAddr, mix: Arc<Vec<Req>>, mode: Mode, child_pid: Option<u32>) -> RunResult {
     let conc = cfg.concurrency;
+    // The empty handler answers every request with the same constant decision: only the real
+    // servers' outcomes are checked against the cases.
+    let check_outcome = !name.starts_with("ceiling");
     let (warmup, secs) = (Duration::from_secs_f64(cfg.warmup), Duration::from_secs_f64(cfg.secs));
     let tasks = client_rt.block_on(async {
         let mut channels = Vec::new();
@@ -522,7 +597,7 @@ fn drive(client_rt: &Runtime, cfg: &Config, name: &str, addr: SocketAddr, mix: A
                         continue;
                     }
                     match result {
-                        Ok(d) if d.get_ref().outcome == req.expected() => {
+                        Ok(d) if !check_outcome || d.get_ref().outcome == req.expected() => {
                             r.ok += 1;
                             let us = (done - sent_from).as_micros().max(1) as u64;
                             r.hist.saturating_record(us);
@@ -673,6 +748,97 @@ fn hot_reload(cfg: &Config, left_out: &[String]) {
     println!("  (the watcher adds its debounce, 250 ms by default, between the save and the reload)");
 }
 
+/// `RuleStore::decide` on the request mix with no transport, on 1 and 2 threads at once: how
+/// the decision work itself scales across the machine's cores.
+fn decide_threads(store: &Arc<RuleStore>, mix: &[Req]) {
+    println!("\n== RuleStore::decide on the request mix, no transport ==");
+    let facts: Arc<Vec<(String, String, serde_json::Value)>> = Arc::new(
+        mix.iter()
+            .map(|r| {
+                let d = match r {
+                    Req::Plan(p, _) => cpc_rules::grpc::convert::DecisionRequest::try_from(p.clone()),
+                    Req::Complaint(c, _) => cpc_rules::grpc::convert::DecisionRequest::try_from(c.clone()),
+                }
+                .expect("valid request");
+                (d.partnership, d.kind, d.facts)
+            })
+            .collect(),
+    );
+    let counts: Vec<usize> = std::env::var("LOAD_DECIDE_THREADS")
+        .ok()
+        .map(|v| v.split(',').filter_map(|x| x.trim().parse().ok()).collect())
+        .unwrap_or_else(|| vec![1, 2]);
+    for threads in counts.iter().copied() {
+        let secs = 3.0;
+        let end = Instant::now() + Duration::from_secs_f64(secs);
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                let store = Arc::clone(store);
+                let facts = Arc::clone(&facts);
+                std::thread::spawn(move || {
+                    let mut n = 0u64;
+                    let mut i = t * 13;
+                    while Instant::now() < end {
+                        let (p, k, f) = &facts[i % facts.len()];
+                        std::hint::black_box(store.decide(p, k, f).ok());
+                        i += 1;
+                        n += 1;
+                    }
+                    n
+                })
+            })
+            .collect();
+        let total: u64 = handles.into_iter().map(|h| h.join().expect("thread")).sum();
+        let rate = total as f64 / secs;
+        println!(
+            "  RuleStore::decide, {threads} thread(s): {rate:.0} decisions/s in total, {:.1} µs per decision per thread",
+            threads as f64 * 1e6 / rate
+        );
+    }
+
+    // The scripts alone on engines shared by the threads, as `RuleSet` shares its engine: as
+    // configured (`hardened`) and without Rhai's string interner (`no_interner`), whose lock
+    // the threads running one engine share.
+    let root = common::bundled_rules();
+    for variant in ["hardened", "no_interner"] {
+        let mut engines: std::collections::BTreeMap<(String, String), Arc<(rhai::Engine, rhai::AST)>> = Default::default();
+        for (p, k, _) in facts.iter() {
+            engines
+                .entry((p.clone(), k.clone()))
+                .or_insert_with(|| Arc::new(common::bare_engine_variant(&root, p, k, variant)));
+        }
+        let work: Arc<Vec<(Arc<(rhai::Engine, rhai::AST)>, serde_json::Value)>> =
+            Arc::new(facts.iter().map(|(p, k, f)| (Arc::clone(&engines[&(p.clone(), k.clone())]), f.clone())).collect());
+        for threads in counts.iter().copied() {
+            let secs = 3.0;
+            let end = Instant::now() + Duration::from_secs_f64(secs);
+            let handles: Vec<_> = (0..threads)
+                .map(|t| {
+                    let work = Arc::clone(&work);
+                    std::thread::spawn(move || {
+                        let (mut n, mut i) = (0u64, t * 13);
+                        while Instant::now() < end {
+                            let (engine_ast, f) = &work[i % work.len()];
+                            let mut scope = rhai::Scope::new();
+                            scope.push_constant_dynamic("facts", common::to_dynamic(f));
+                            std::hint::black_box(engine_ast.0.eval_ast_with_scope::<rhai::Dynamic>(&mut scope, &engine_ast.1).ok());
+                            i += 1;
+                            n += 1;
+                        }
+                        n
+                    })
+                })
+                .collect();
+            let total: u64 = handles.into_iter().map(|h| h.join().expect("thread")).sum();
+            let rate = total as f64 / secs;
+            println!(
+                "  scripts only, engine {variant}, {threads} thread(s): {rate:.0} evaluations/s in total, {:.1} µs per evaluation per thread",
+                threads as f64 * 1e6 / rate
+            );
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 
 fn main() {
@@ -695,6 +861,9 @@ fn main() {
     }
 
     let mix = Arc::new(request_mix(&rules.store, &rules.root));
+    if cfg.wants("threads") {
+        decide_threads(&rules.store, &mix);
+    }
     let (plan, complaint, mean_size) = constant_decisions(&rules.store, &mix);
     println!(
         "responses: real decisions average {mean_size:.0} bytes encoded; the empty handler returns {} (plan) and {} (complaint) bytes",
@@ -748,9 +917,19 @@ fn main() {
         results.push(r);
     }
     let c = ceiling;
-    if cfg.wants("service") {
+    for (name, blocking) in [("direct-inline", false), ("direct-blocking", true)] {
+        if cfg.wants(name) {
+            let direct = Direct { store: Arc::clone(&rules.store), blocking };
+            let r = run_inproc(name, start_direct(direct, cfg.server_threads), Mode::Closed);
+            report(&r, c);
+            results.push(r);
+        }
+    }
+    let mut service_max = None;
+    if cfg.wants("service") || cfg.wants("service@50%svc") {
         let r = run_inproc("service", start_service(Arc::clone(&rules.store), cfg.server_threads, None), Mode::Closed);
         report(&r, c);
+        service_max = Some(r.rps());
         results.push(r);
     }
     if cfg.wants("service+logs") {
@@ -784,6 +963,13 @@ fn main() {
             report(&r, None);
             results.push(r);
         }
+    }
+    if let (Some(max), true) = (service_max, cfg.wants("service@50%svc")) {
+        let half = max / 2.0;
+        println!("-- rate-limited to half the service's own throughput: {half:.0} req/s --");
+        let r = run_inproc("service@50%svc", start_service(Arc::clone(&rules.store), cfg.server_threads, None), Mode::Rate(half));
+        report(&r, None);
+        results.push(r);
     }
     if cfg.wants("child") {
         if let Some(child) = ChildServer::spawn(&rules.root) {

@@ -8,14 +8,18 @@
 
 #![allow(dead_code)] // each bench uses a different part of this module
 
+pub mod convert;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use cpc_rules::calendar::Calendar;
 use cpc_rules::cases::{Case, parse_cases};
-use cpc_rules::engine::{Limits, RuleSet, SourceFile};
+use cpc_rules::engine::{Limits, RuleSet, SourceFile, build_engine};
 use cpc_rules::grpc::pb;
 use cpc_rules::store::{RuleStore, partnership_ids};
+use rhai::{AST, Dynamic, Engine, Map, Scope};
 use serde_json::Value;
 
 /// The bundled rules folder.
@@ -225,3 +229,80 @@ pub fn median(v: &mut [f64]) -> f64 {
     v.sort_by(f64::total_cmp);
     if v.is_empty() { f64::NAN } else { v[v.len() / 2] }
 }
+
+/// A copy of `cpc_rules::engine::ruleset::to_dynamic` (crate-private): JSON facts → Rhai values.
+pub fn to_dynamic(v: &Value) -> Dynamic {
+    match v {
+        Value::Null => Dynamic::UNIT,
+        Value::Bool(b) => Dynamic::from_bool(*b),
+        Value::Number(n) => match n.as_i64() {
+            Some(i) => Dynamic::from_int(i),
+            None => Dynamic::from_float(n.as_f64().unwrap_or(f64::NAN)),
+        },
+        Value::String(s) => Dynamic::from(rhai::ImmutableString::from(s.as_str())),
+        Value::Array(a) => Dynamic::from_array(a.iter().map(to_dynamic).collect()),
+        Value::Object(o) => Dynamic::from_map(o.iter().map(|(k, v)| (k.as_str().into(), to_dynamic(v))).collect()),
+    }
+}
+
+/// A bare engine running one kind's script exactly as `RuleSet::compile` sets it up (hardened
+/// engine, helpers, shared functions as a global module), for the `parts/script_only` benchmarks and the thread-scaling test.
+pub fn bare_engine(root: &Path, id: &str, kind: &str) -> (Engine, AST) {
+    bare_engine_variant(root, id, kind, "hardened")
+}
+
+/// [`bare_engine`] with one setting changed, to measure what it costs:
+/// `hardened` (as the service runs), `no_size_limits` (no string/array/map size checks),
+/// `no_limits` (no size, operation or depth limits), `optimize_full` (constant folding),
+/// `no_interner` (no string interner, so no lock shared by the threads running one engine).
+pub fn bare_engine_variant(root: &Path, id: &str, kind: &str, variant: &str) -> (Engine, AST) {
+    let read = |p: &Path| std::fs::read_to_string(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    let calendar = Calendar::from_toml(&read(&root.join("calendar/bank-holidays.toml"))).expect("calendar");
+    let mut engine = build_engine(&Limits::default(), Arc::new(calendar));
+    match variant {
+        "hardened" => {}
+        "no_size_limits" => {
+            engine.set_max_string_size(0).set_max_array_size(0).set_max_map_size(0);
+        }
+        "no_limits" => {
+            engine
+                .set_max_string_size(0)
+                .set_max_array_size(0)
+                .set_max_map_size(0)
+                .set_max_operations(0)
+                .set_max_call_levels(usize::MAX)
+                .set_max_expr_depths(0, 0);
+        }
+        "optimize_full" => {
+            engine.set_optimization_level(rhai::OptimizationLevel::Full);
+        }
+        "no_interner" => {
+            engine.set_max_strings_interned(0);
+        }
+        other => panic!("unknown engine variant {other}"),
+    }
+    let mut shared_files: Vec<_> = std::fs::read_dir(root.join("shared"))
+        .expect("shared folder")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "rhai"))
+        .collect();
+    shared_files.sort();
+    let mut shared: Option<AST> = None;
+    for p in shared_files {
+        let ast = engine.compile(read(&p)).expect("shared script compiles");
+        shared = Some(match shared {
+            Some(acc) => acc.merge(&ast),
+            None => ast,
+        });
+    }
+    if let Some(ast) = &shared {
+        let mut module = rhai::Module::eval_ast_as_new(Scope::new(), ast, &engine).expect("shared module");
+        module.set_id("shared");
+        engine.register_global_module(module.into());
+    }
+    let mut scope = Scope::new();
+    scope.push("facts", Map::new());
+    let ast = engine.compile_with_scope(&scope, read(&root.join(id).join(format!("{kind}.rhai")))).expect("script compiles");
+    (engine, ast)
+}
+

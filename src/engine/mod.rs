@@ -99,7 +99,10 @@ pub fn build_engine(limits: &Limits, calendar: Arc<Calendar>) -> Engine {
         .set_max_modules(0)
         .set_module_resolver(rhai::module_resolvers::DummyModuleResolver::new())
         .on_print(|_| {})
-        .on_debug(|_, _, _| {});
+        .on_debug(|_, _, _| {})
+        // No string interner: with `sync`, Rhai guards it with a lock every thread running this
+        // engine takes, and a thread that finds it held sleeps 10 ms (see docs/performance.md).
+        .set_max_strings_interned(0);
     engine.disable_symbol("eval");
     engine.on_progress(|ops| {
         // Checking the clock every 128 operations keeps the cost negligible.

@@ -326,6 +326,11 @@ impl RuleSet {
                     let before = diags.len();
                     ctx.check(&ast, &mut diags);
                     if diags.len() == before {
+                        // Checked as written; run with constants folded and the pure helpers'
+                        // calls on constant arguments made once, here, rather than per decision.
+                        // Every test case still runs against this AST before the set goes live.
+                        let mut ast = engine.optimize_ast(&compile_scope, ast, rhai::OptimizationLevel::Full);
+                        ast.set_source(file.path.as_str());
                         kinds.insert(name, CompiledKind { info, ast });
                     }
                 }
