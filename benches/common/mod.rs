@@ -19,7 +19,7 @@ use cpc_rules::cases::{Case, parse_cases};
 use cpc_rules::engine::{Limits, RuleSet, SourceFile, build_engine};
 use cpc_rules::grpc::pb;
 use cpc_rules::store::{RuleStore, partnership_ids};
-use rhai::{AST, Dynamic, Engine, Map, Scope};
+use rhai::{AST, Engine, Map, Scope};
 use serde_json::Value;
 
 /// The bundled rules folder.
@@ -230,20 +230,8 @@ pub fn median(v: &mut [f64]) -> f64 {
     if v.is_empty() { f64::NAN } else { v[v.len() / 2] }
 }
 
-/// A copy of `cpc_rules::engine::ruleset::to_dynamic` (crate-private): JSON facts → Rhai values.
-pub fn to_dynamic(v: &Value) -> Dynamic {
-    match v {
-        Value::Null => Dynamic::UNIT,
-        Value::Bool(b) => Dynamic::from_bool(*b),
-        Value::Number(n) => match n.as_i64() {
-            Some(i) => Dynamic::from_int(i),
-            None => Dynamic::from_float(n.as_f64().unwrap_or(f64::NAN)),
-        },
-        Value::String(s) => Dynamic::from(rhai::ImmutableString::from(s.as_str())),
-        Value::Array(a) => Dynamic::from_array(a.iter().map(to_dynamic).collect()),
-        Value::Object(o) => Dynamic::from_map(o.iter().map(|(k, v)| (k.as_str().into(), to_dynamic(v))).collect()),
-    }
-}
+/// JSON facts → Rhai values, exactly as the engine converts them.
+pub use cpc_rules::engine::to_dynamic;
 
 /// A bare engine running one kind's script exactly as `RuleSet::compile` sets it up (hardened
 /// engine, helpers, shared functions as a global module), for the `parts/script_only` benchmarks and the thread-scaling test.

@@ -22,7 +22,7 @@ use rhai::{Dynamic, Engine};
 
 pub use ruleset::{
     ActionCatalogue, Diagnostic, DiagnosticSeverity, KindInfo, Metadata, RuleSet, RuleSources,
-    SourceFile,
+    SourceFile, to_dynamic,
 };
 
 use crate::calendar::Calendar;

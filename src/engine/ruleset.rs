@@ -531,8 +531,8 @@ fn to_details(d: Dynamic) -> Result<Details, String> {
     Ok(out)
 }
 
-/// Converts JSON facts to the values scripts see.
-pub(crate) fn to_dynamic(v: &Value) -> Dynamic {
+/// Converts JSON facts to the values scripts see (public for the benchmarks).
+pub fn to_dynamic(v: &Value) -> Dynamic {
     match v {
         Value::Null => Dynamic::UNIT,
         Value::Bool(b) => Dynamic::from_bool(*b),
