@@ -14,7 +14,9 @@ fn run(args: &[&str], stdin: Option<&str>) -> Output {
         .spawn()
         .expect("run cpc-rules");
     if let Some(input) = stdin {
-        child.stdin.take().expect("stdin").write_all(input.as_bytes()).expect("write stdin");
+        // The command may exit (say, on a usage error) before it reads its input: a broken pipe
+        // here is not a failure.
+        let _ = child.stdin.take().expect("stdin").write_all(input.as_bytes());
     }
     drop(child.stdin.take());
     child.wait_with_output().expect("wait")
