@@ -769,27 +769,12 @@ fn decide_threads(store: &Arc<RuleStore>, mix: &[Req]) {
         .map(|v| v.split(',').filter_map(|x| x.trim().parse().ok()).collect())
         .unwrap_or_else(|| vec![1, 2]);
     for threads in counts.iter().copied() {
-        let secs = 3.0;
-        let end = Instant::now() + Duration::from_secs_f64(secs);
-        let handles: Vec<_> = (0..threads)
-            .map(|t| {
-                let store = Arc::clone(store);
-                let facts = Arc::clone(&facts);
-                std::thread::spawn(move || {
-                    let mut n = 0u64;
-                    let mut i = t * 13;
-                    while Instant::now() < end {
-                        let (p, k, f) = &facts[i % facts.len()];
-                        std::hint::black_box(store.decide(p, k, f).ok());
-                        i += 1;
-                        n += 1;
-                    }
-                    n
-                })
-            })
-            .collect();
-        let total: u64 = handles.into_iter().map(|h| h.join().expect("thread")).sum();
-        let rate = total as f64 / secs;
+        let store = Arc::clone(store);
+        let facts = Arc::clone(&facts);
+        let rate = per_second_on_threads(threads, 3.0, move |i| {
+            let (p, k, f) = &facts[i % facts.len()];
+            std::hint::black_box(store.decide(p, k, f).ok());
+        });
         println!(
             "  RuleStore::decide, {threads} thread(s): {rate:.0} decisions/s in total, {:.1} µs per decision per thread",
             threads as f64 * 1e6 / rate
@@ -797,8 +782,9 @@ fn decide_threads(store: &Arc<RuleStore>, mix: &[Req]) {
     }
 
     // The scripts alone on engines shared by the threads, as `RuleSet` shares its engine: as
-    // configured (`hardened`) and without Rhai's string interner (`no_interner`), whose lock
-    // the threads running one engine share.
+    // configured (`hardened`) and explicitly without Rhai's string interner (`no_interner`).
+    // Since the engine builder turned the interner off, the two should match; a gap between
+    // them would mean the interner's lock is back.
     let root = common::bundled_rules();
     for variant in ["hardened", "no_interner"] {
         let mut engines: std::collections::BTreeMap<(String, String), Arc<(rhai::Engine, rhai::AST)>> = Default::default();
@@ -810,27 +796,13 @@ fn decide_threads(store: &Arc<RuleStore>, mix: &[Req]) {
         let work: Arc<Vec<(Arc<(rhai::Engine, rhai::AST)>, serde_json::Value)>> =
             Arc::new(facts.iter().map(|(p, k, f)| (Arc::clone(&engines[&(p.clone(), k.clone())]), f.clone())).collect());
         for threads in counts.iter().copied() {
-            let secs = 3.0;
-            let end = Instant::now() + Duration::from_secs_f64(secs);
-            let handles: Vec<_> = (0..threads)
-                .map(|t| {
-                    let work = Arc::clone(&work);
-                    std::thread::spawn(move || {
-                        let (mut n, mut i) = (0u64, t * 13);
-                        while Instant::now() < end {
-                            let (engine_ast, f) = &work[i % work.len()];
-                            let mut scope = rhai::Scope::new();
-                            scope.push_constant_dynamic("facts", common::to_dynamic(f));
-                            std::hint::black_box(engine_ast.0.eval_ast_with_scope::<rhai::Dynamic>(&mut scope, &engine_ast.1).ok());
-                            i += 1;
-                            n += 1;
-                        }
-                        n
-                    })
-                })
-                .collect();
-            let total: u64 = handles.into_iter().map(|h| h.join().expect("thread")).sum();
-            let rate = total as f64 / secs;
+            let work = Arc::clone(&work);
+            let rate = per_second_on_threads(threads, 3.0, move |i| {
+                let (engine_ast, f) = &work[i % work.len()];
+                let mut scope = rhai::Scope::new();
+                scope.push_constant_dynamic("facts", common::to_dynamic(f));
+                std::hint::black_box(engine_ast.0.eval_ast_with_scope::<rhai::Dynamic>(&mut scope, &engine_ast.1).ok());
+            });
             println!(
                 "  scripts only, engine {variant}, {threads} thread(s): {rate:.0} evaluations/s in total, {:.1} µs per evaluation per thread",
                 threads as f64 * 1e6 / rate
@@ -985,4 +957,27 @@ fn main() {
         }
     }
     println!("\n(in-process peak RSS is VmHWM of the whole benchmark process: server and client together)");
+}
+
+/// Runs `work(i)` in a loop on `threads` threads for `secs` seconds (thread `t` starting at
+/// `i = 13 t`, so threads do not walk the requests in step) and returns calls per second in all.
+fn per_second_on_threads(threads: usize, secs: f64, work: impl Fn(usize) + Send + Sync + 'static) -> f64 {
+    let work = Arc::new(work);
+    let end = Instant::now() + Duration::from_secs_f64(secs);
+    let handles: Vec<_> = (0..threads)
+        .map(|t| {
+            let work = Arc::clone(&work);
+            std::thread::spawn(move || {
+                let (mut n, mut i) = (0u64, t * 13);
+                while Instant::now() < end {
+                    work(i);
+                    i += 1;
+                    n += 1;
+                }
+                n
+            })
+        })
+        .collect();
+    let total: u64 = handles.into_iter().map(|h| h.join().expect("thread")).sum();
+    total as f64 / secs
 }
