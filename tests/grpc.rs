@@ -5,30 +5,26 @@
 //! or whose files change under a reload, build a small rules folder of their own (see
 //! [`support::fixture_rules`]) with the real `actions.toml`, calendar and shared helpers.
 
+#[path = "support/mod.rs"]
+mod common;
+
 mod support {
     use std::path::Path;
-    use std::sync::Arc;
-    use std::time::Duration;
 
     use cpc_rules::engine::Limits;
     use cpc_rules::grpc::pb::decision_service_client::DecisionServiceClient;
     use cpc_rules::grpc::pb::rules_service_client::RulesServiceClient;
-    use cpc_rules::grpc::server::{ServerOptions, serve_with};
-    use cpc_rules::store::RuleStore;
-    use tokio::sync::oneshot;
-    use tokio::task::JoinHandle;
-    use tonic::transport::{Channel, Endpoint};
+    use cpc_rules::grpc::server::ServerOptions;
+    use tonic::transport::Channel;
 
-    /// The bundled rules folder.
-    pub fn bundled_rules() -> &'static Path {
-        Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/rules"))
-    }
+    pub use super::common::bundled_rules;
+    use super::common::copy_dir;
 
-    /// A server running in the background, stopped by [`TestServer::stop`] (or on drop).
+    /// A server running in the background (the shared test server) with one open channel,
+    /// stopped by [`TestServer::stop`] (or on drop).
     pub struct TestServer {
         pub channel: Channel,
-        shutdown: Option<oneshot::Sender<()>>,
-        handle: Option<JoinHandle<anyhow::Result<()>>>,
+        inner: super::common::TestServer,
     }
 
     impl TestServer {
@@ -42,24 +38,12 @@ mod support {
 
         /// Begins shutdown without waiting for it.
         pub fn begin_shutdown(&mut self) {
-            if let Some(tx) = self.shutdown.take() {
-                let _ = tx.send(());
-            }
+            self.inner.begin_shutdown();
         }
 
         /// Shuts down and waits for the server to return.
-        pub async fn stop(mut self) -> anyhow::Result<()> {
-            self.begin_shutdown();
-            match self.handle.take() {
-                Some(h) => tokio::time::timeout(Duration::from_secs(10), h).await.expect("server stops within 10 s").expect("server task"),
-                None => Ok(()),
-            }
-        }
-    }
-
-    impl Drop for TestServer {
-        fn drop(&mut self) {
-            self.begin_shutdown();
+        pub async fn stop(self) -> anyhow::Result<()> {
+            self.inner.stop().await
         }
     }
 
@@ -70,42 +54,9 @@ mod support {
 
     /// As [`start`], with options.
     pub async fn start_with(rules: &Path, options: ServerOptions) -> TestServer {
-        let store = match RuleStore::load(rules, Limits::default()) {
-            Ok(s) => Arc::new(s),
-            Err(refusals) => {
-                let lines: Vec<String> = refusals.iter().flat_map(|r| r.lines()).collect();
-                panic!("rules at {} did not load:\n{}", rules.display(), lines.join("\n"));
-            }
-        };
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind an ephemeral port");
-        let addr = listener.local_addr().expect("local address");
-        let (tx, rx) = oneshot::channel::<()>();
-        let handle = tokio::spawn(async move {
-            serve_with(listener, store, &options, async {
-                let _ = rx.await;
-            })
-            .await
-        });
-        let channel = Endpoint::from_shared(format!("http://{addr}"))
-            .expect("endpoint")
-            .connect_timeout(Duration::from_secs(5))
-            .connect()
-            .await
-            .expect("connect to the test server");
-        TestServer { channel, shutdown: Some(tx), handle: Some(handle) }
-    }
-
-    fn copy_dir(from: &Path, to: &Path) {
-        std::fs::create_dir_all(to).expect("create dir");
-        for entry in std::fs::read_dir(from).expect("read dir") {
-            let entry = entry.expect("dir entry");
-            let path = entry.path();
-            if path.is_dir() {
-                copy_dir(&path, &to.join(entry.file_name()));
-            } else {
-                std::fs::copy(&path, to.join(entry.file_name())).expect("copy file");
-            }
-        }
+        let inner = super::common::start(super::common::load(rules, Limits::default()), options, false).await;
+        let channel = inner.channel().await;
+        TestServer { channel, inner }
     }
 
     /// The section every fixture reason cites.

@@ -16,18 +16,8 @@ use cpc_rules::grpc::pb::rules_service_client::RulesServiceClient;
 use cpc_rules::store::{RuleStore, watch};
 use tonic::transport::Channel;
 
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).expect("mkdir");
-    for e in std::fs::read_dir(from).expect("read dir") {
-        let e = e.expect("entry");
-        let target = to.join(e.file_name());
-        if e.path().is_dir() {
-            copy_dir(&e.path(), &target);
-        } else {
-            std::fs::copy(e.path(), &target).expect("copy");
-        }
-    }
-}
+mod support;
+use support::copy_dir;
 
 fn york_rules() -> (tempfile::TempDir, PathBuf) {
     let bundled = Path::new(env!("CARGO_MANIFEST_DIR")).join("rules");

@@ -1,5 +1,5 @@
-//! Shared by the reliability and privacy tests: a rules folder of their own (so edits to the
-//! bundled rules cannot make them flaky) and a real server on `127.0.0.1:0`.
+//! Shared by the integration tests (grpc, reliability, privacy, reload): rules folders of their
+//! own (so edits to the bundled rules cannot make them flaky) and a real server on `127.0.0.1:0`.
 
 #![allow(dead_code)]
 
@@ -31,7 +31,8 @@ fn write(path: &Path, text: &str) {
     std::fs::write(path, text).expect("write fixture file");
 }
 
-fn copy_dir(from: &Path, to: &Path) {
+/// Copies a folder tree (rules folders for tests that edit or extend them).
+pub fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).expect("create dir");
     for entry in std::fs::read_dir(from).expect("read dir") {
         let entry = entry.expect("dir entry");
