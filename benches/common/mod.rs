@@ -24,7 +24,7 @@ use serde_json::Value;
 
 /// The bundled rules folder.
 pub fn bundled_rules() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("rules")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../rules")
 }
 
 /// The rule store the benchmarks run on, and the folder it was loaded from.

@@ -436,7 +436,7 @@ impl RuleSet {
             reasons,
             actions,
             rules_revision: self.revision.clone(),
-            decided_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            decided_at: chrono::DateTime::<chrono::Utc>::from(std::time::SystemTime::now()).to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
             details,
         })
     }
