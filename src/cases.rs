@@ -9,9 +9,8 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::engine::{Diagnostic, DiagnosticSeverity, RuleSet, SourceFile};
-use crate::error::DecisionError;
-use crate::model::Decision;
+use crate::engine::{Diagnostic, RuleSet, SourceFile};
+use crate::model::{Decision, DecisionRequest};
 
 /// One test case.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -26,6 +25,9 @@ pub struct Case {
     pub kind: String,
     /// The facts sent.
     pub facts: Value,
+    /// Today's date for the case (for facts that default to today): the case's `today`, or
+    /// [`CASE_TODAY`], so every run of a case is the same.
+    pub today: chrono::NaiveDate,
     /// What must come back.
     pub expect: Expect,
 }
@@ -85,9 +87,17 @@ struct FileDe {
 struct CaseDe {
     name: String,
     kind: Option<String>,
+    #[serde(default)]
+    today: Option<toml::value::Datetime>,
     facts: toml::Value,
     expect: Expect,
 }
+
+/// The date a case runs on when it does not give `today`: fixed, so a case is deterministic.
+pub const CASE_TODAY: chrono::NaiveDate = match chrono::NaiveDate::from_ymd_opt(2025, 6, 2) {
+    Some(d) => d,
+    None => chrono::NaiveDate::MIN,
+};
 
 /// Converts TOML values to JSON facts; TOML dates become `YYYY-MM-DD` strings.
 pub fn toml_to_json(v: toml::Value) -> Value {
@@ -124,39 +134,30 @@ pub fn parse_cases(file: &SourceFile) -> Result<Vec<Case>, Vec<Diagnostic>> {
         if e.invalid_field.is_none() && e.outcome.is_none() {
             problems.push(problem(file, line, format!("case `{}` expects nothing: give expect.outcome or expect.invalid_field", c.name)));
         }
-        out.push(Case { file: file.path.clone(), line, name: c.name, kind, facts: toml_to_json(c.facts), expect: c.expect });
+        let today = match c.today.map(|d| crate::facts::parse_date(&d.to_string())) {
+            None => CASE_TODAY,
+            Some(Some(d)) => d,
+            Some(None) => {
+                problems.push(problem(file, line, format!("case `{}`: `today` must be a date (YYYY-MM-DD)", c.name)));
+                continue;
+            }
+        };
+        out.push(Case { file: file.path.clone(), line, name: c.name, kind, facts: toml_to_json(c.facts), today, expect: c.expect });
     }
     if problems.is_empty() { Ok(out) } else { Err(problems) }
 }
 
 fn problem(file: &SourceFile, line: usize, message: String) -> Diagnostic {
-    Diagnostic {
-        severity: DiagnosticSeverity::Error,
-        code: "case",
-        file: file.path.clone(),
-        line: Some(line),
-        column: Some(1),
-        message,
-        help: None,
-        source_line: file.text.lines().nth(line - 1).map(str::to_string),
-    }
+    Diagnostic::at("case", file, Some(line), Some(1), message)
 }
 
 fn toml_error(file: &SourceFile, e: &toml::de::Error) -> Diagnostic {
-    let line = e.span().map(|s| file.text[..s.start.min(file.text.len())].matches('\n').count() + 1);
-    Diagnostic {
-        severity: DiagnosticSeverity::Error,
-        code: "toml",
-        file: file.path.clone(),
-        line,
-        column: None,
-        message: e.message().to_string(),
-        help: None,
-        source_line: line.and_then(|l| file.text.lines().nth(l - 1)).map(str::to_string),
+    match e.span() {
+        Some(span) => Diagnostic::at_offset("toml", file, span.start, e.message()),
+        None => Diagnostic::whole_file("toml", file.path.clone(), e.message()),
     }
 }
 
-/// What running one case produced.
 #[derive(Debug, Clone, Serialize)]
 pub struct CaseResult {
     /// The case.
@@ -180,7 +181,8 @@ impl CaseResult {
 pub fn run_case(set: &RuleSet, case: &Case) -> CaseResult {
     let mut mismatches = Vec::new();
     let e = &case.expect;
-    let result = set.decide(&case.kind, &case.facts);
+    let req = DecisionRequest { partnership: set.id().to_string(), kind: case.kind.clone(), facts: case.facts.clone(), today: case.today };
+    let result = set.decide(&req);
     let (decision, error) = match result {
         Ok(d) => {
             if let Some(f) = &e.invalid_field {
@@ -191,7 +193,7 @@ pub fn run_case(set: &RuleSet, case: &Case) -> CaseResult {
         }
         Err(err) => {
             match (&e.invalid_field, &err) {
-                (Some(f), DecisionError::InvalidFacts(v)) if v.iter().any(|x| &x.field == f) => {}
+                (Some(f), _) if err.violations().iter().any(|x| &x.field == f) => {}
                 (Some(f), _) => mismatches.push(format!("expected the facts to be refused for `{f}`, got: {err}")),
                 (None, _) => mismatches.push(format!("expected a decision, got an error: {err}")),
             }
@@ -223,11 +225,12 @@ fn check_decision(e: &Expect, d: &Decision, out: &mut Vec<String>) {
         } else {
             for (x, act) in a.iter().zip(&d.actions) {
                 if let ExpectAction::Dated { code, due_date } = x {
-                    if *due_date != act.due_date {
+                    let got = act.due_date.map(|d| d.format("%Y-%m-%d").to_string());
+                    if *due_date != got {
                         out.push(format!(
                             "action `{code}`: expected due {}, got {}",
                             due_date.as_deref().unwrap_or("none"),
-                            act.due_date.as_deref().unwrap_or("none")
+                            got.as_deref().unwrap_or("none")
                         ));
                     }
                 }

@@ -1,33 +1,13 @@
 //! Errors of the decision core, as data.
 //!
-//! Each variant says who is at fault — the caller (bad facts), the caller's addressing (unknown
-//! partnership or kind), or the rules (a script that failed, ran too long or returned the wrong
-//! shape) — so that the transport can map it to a status in one place and the CLI can print it
-//! for a policy lead. A script error always carries the script's file and, where the engine
-//! knows it, the line and column.
+//! Each variant says who is at fault — the caller (bad or missing facts), the caller's
+//! addressing (unknown partnership or kind), or the rules (a script that failed, ran too long or
+//! returned the wrong shape) — so that each edge maps it to a status in one place and the CLI
+//! can print it for a policy lead. A script error always carries the script's file and, where
+//! the engine knows it, the line and column.
 
+use crate::engine::Location;
 use crate::facts::FieldViolation;
-
-/// Where in a script something went wrong.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct ScriptLocation {
-    /// Script file, relative to the rules folder (e.g. `york/plan_type.rhai`).
-    pub file: String,
-    /// 1-based line, when known.
-    pub line: Option<usize>,
-    /// 1-based column, when known.
-    pub column: Option<usize>,
-}
-
-impl std::fmt::Display for ScriptLocation {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match (self.line, self.column) {
-            (Some(l), Some(c)) => write!(f, "{}:{l}:{c}", self.file),
-            (Some(l), None) => write!(f, "{}:{l}", self.file),
-            _ => write!(f, "{}", self.file),
-        }
-    }
-}
 
 /// What kind of script failure happened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -35,7 +15,7 @@ impl std::fmt::Display for ScriptLocation {
 pub enum ScriptFailure {
     /// The script raised an error or hit a runtime fault.
     Runtime,
-    /// The script exceeded its wall-clock budget.
+    /// The script exceeded its CPU-time budget.
     Timeout,
     /// The script exceeded an operations, depth or size limit.
     Limit,
@@ -44,40 +24,69 @@ pub enum ScriptFailure {
 }
 
 /// Why a decision could not be made.
-#[derive(Debug, Clone, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DecisionError {
     /// No partnership with that id is loaded.
-    #[error("unknown partnership `{0}`")]
-    UnknownPartnership(String),
+    #[error("unknown partnership `{id}`{}", suggestion_text(.suggestion))]
+    UnknownPartnership {
+        /// The id asked for.
+        id: String,
+        /// The closest known id, if one is close.
+        suggestion: Option<String>,
+        /// Every loaded partnership id.
+        known: Vec<String>,
+    },
     /// The partnership has no script for that kind.
-    #[error("partnership `{partnership}` has no decision kind `{kind}`")]
+    #[error("partnership `{partnership}` has no decision kind `{kind}`{}", suggestion_text(.suggestion))]
     UnknownKind {
         /// Partnership id.
         partnership: String,
         /// Kind asked for.
         kind: String,
+        /// The closest known kind, if one is close.
+        suggestion: Option<String>,
+        /// Every kind the partnership answers.
+        known: Vec<String>,
     },
     /// The facts are malformed or impossible.
     #[error("invalid facts: {}", .0.iter().map(|v| format!("{}: {}", v.field, v.description)).collect::<Vec<_>>().join("; "))]
     InvalidFacts(Vec<FieldViolation>),
+    /// A script read a fact that the call did not give.
+    #[error("`{fact}` is needed: {location} reads it on the way to this decision")]
+    MissingFact {
+        /// The fact.
+        fact: String,
+        /// Where the script read it.
+        location: Location,
+        /// The script line that read it.
+        source_line: Option<String>,
+    },
     /// A script failed; no decision was made.
     #[error("{location}: {message}")]
     Script {
         /// What failed.
         failure: ScriptFailure,
         /// Where.
-        location: ScriptLocation,
+        location: Location,
         /// What happened, in words.
         message: String,
     },
 }
 
+fn suggestion_text(s: &Option<String>) -> String {
+    s.as_ref().map(|s| format!(" (did you mean `{s}`?)")).unwrap_or_default()
+}
+
 impl DecisionError {
-    /// The field violations, when the error is the caller's facts.
-    pub fn violations(&self) -> &[FieldViolation] {
+    /// The field violations, when the error is the caller's facts (a missing fact is one too).
+    pub fn violations(&self) -> Vec<FieldViolation> {
         match self {
-            DecisionError::InvalidFacts(v) => v,
-            _ => &[],
+            DecisionError::InvalidFacts(v) => v.clone(),
+            DecisionError::MissingFact { fact, location, .. } => vec![FieldViolation::new(
+                fact.clone(),
+                format!("is required here: the rules read it at {location} on the way to this decision"),
+            )],
+            _ => Vec::new(),
         }
     }
 }

@@ -1,16 +1,27 @@
-//! Decision kinds, their outcome codes, and the facts each one takes.
+//! Facts validated once into typed values.
 //!
-//! The schema here is the single place that says what a well-formed request is. Every entry
-//! point — typed gRPC RPCs, the generic `Evaluate`, test-case files and the CLI — passes its
-//! facts through [`validate`], so a bad date, a negative age or a child protection plan with no
-//! category of abuse is refused the same way everywhere, naming the offending field, before any
-//! script runs. Nothing is silently defaulted: an optional fact that is absent stays absent and
-//! the scripts see `()`.
+//! Every entry point — the typed gRPC calls, `Evaluate`, test cases and the CLI — hands the
+//! core the facts it was given as an untyped tree ([`serde_json::Value`], the one input format),
+//! and [`Facts::validate`] turns them, once, into a [`Facts`] value against the partnership's
+//! vocabulary ([`crate::vocabulary`]): every given fact is checked in full (type, range, codes,
+//! dates the calendar covers) and the kind's cross-field rules run in the same round, so one
+//! reply lists every problem. Nothing is defaulted except a date declared `default = "today"`,
+//! which takes the caller's `today` and is reported on the decision.
+//!
+//! No fact is required here. Whether a fact is needed depends on the path a partnership's
+//! rules take, so a missing fact is refused only when a script reads it (see
+//! [`crate::engine`]), naming the fact and the script position that read it.
+
+use std::ops::RangeInclusive;
+use std::sync::Arc;
 
 use chrono::NaiveDate;
+use rhai::ImmutableString;
 use serde_json::{Map, Value};
 
-/// The built-in decision kinds of the specification.
+use crate::vocabulary::{FactDefault, FactSpec, FactType, KindSchema};
+
+/// The built-in decision kinds of the specification (the typed RPCs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Kind {
     /// Who may attend and how.
@@ -29,14 +40,8 @@ pub enum Kind {
 
 impl Kind {
     /// Every built-in kind, in the specification's order.
-    pub const ALL: [Kind; 6] = [
-        Kind::Attendance,
-        Kind::Exclusion,
-        Kind::ChildInvitation,
-        Kind::PlanType,
-        Kind::ComplaintEligibility,
-        Kind::Timescales,
-    ];
+    pub const ALL: [Kind; 6] =
+        [Kind::Attendance, Kind::Exclusion, Kind::ChildInvitation, Kind::PlanType, Kind::ComplaintEligibility, Kind::Timescales];
 
     /// The kind's name as used in requests, script file names and decisions.
     pub fn as_str(self) -> &'static str {
@@ -53,170 +58,6 @@ impl Kind {
     /// Parses a kind name.
     pub fn parse(name: &str) -> Option<Kind> {
         Kind::ALL.into_iter().find(|k| k.as_str() == name)
-    }
-
-    /// The outcome codes a script for this kind may return (the contract).
-    pub fn outcomes(self) -> &'static [&'static str] {
-        match self {
-            Kind::Attendance => &["attend", "attend_as_supporter", "attend_part", "not_invited", "proceed_without"],
-            Kind::Exclusion => &["exclude", "exclude_part", "do_not_exclude"],
-            Kind::ChildInvitation => &["invite", "invite_part", "represent_views"],
-            Kind::PlanType => &["child_protection_plan", "child_in_need_plan", "family_early_help_plan", "no_plan"],
-            Kind::ComplaintEligibility => &["eligible", "partly_eligible", "not_eligible", "premature", "incomplete"],
-            Kind::Timescales => &["on_track", "overdue"],
-        }
-    }
-
-    /// The facts this kind takes.
-    pub fn schema(self) -> &'static [FactSpec] {
-        match self {
-            Kind::Attendance => ATTENDANCE,
-            Kind::Exclusion => EXCLUSION,
-            Kind::ChildInvitation => CHILD_INVITATION,
-            Kind::PlanType => PLAN_TYPE,
-            Kind::ComplaintEligibility => COMPLAINT,
-            Kind::Timescales => TIMESCALES,
-        }
-    }
-}
-
-/// The roles a person at a conference may have.
-pub const ROLES: &[&str] = &[
-    "parent", "carer", "non_resident_parent", "child", "supporter", "advocate", "solicitor",
-    "professional", "police", "interpreter", "observer",
-];
-/// Parts of a conference.
-pub const SESSIONS: &[&str] = &["whole", "confidential_information"];
-/// Grounds offered for excluding someone.
-pub const EXCLUSION_GROUNDS: &[&str] = &[
-    "threat_to_others", "likely_to_disrupt", "bail_conditions_no_contact",
-    "confidential_police_information", "attendee_objection", "disagreement_with_professionals",
-];
-/// A child's wish to attend.
-pub const WISHES: &[&str] = &["yes", "no", "unknown"];
-/// Conference types.
-pub const CONFERENCE_TYPES: &[&str] = &["initial", "review"];
-/// Significant-harm findings.
-pub const HARM: &[&str] = &["suffered", "likely", "not_at_risk"];
-/// Categories of abuse.
-pub const CATEGORIES: &[&str] = &["physical", "emotional", "sexual", "neglect"];
-/// Who may make a complaint.
-pub const COMPLAINANTS: &[&str] = &["parent", "carer", "child", "family_member", "advocate", "other"];
-/// Complaint ground categories.
-pub const GROUND_CATEGORIES: &[&str] = &[
-    "plan_decision", "category_of_abuse", "conference_process", "procedures_not_followed",
-    "agency_practice", "professional_conduct", "other",
-];
-
-/// Longest free-text fact accepted (characters).
-pub const MAX_TEXT: usize = 4000;
-/// Most items accepted in any list fact.
-pub const MAX_ITEMS: usize = 64;
-
-/// The type of one fact.
-#[derive(Debug, Clone, Copy)]
-pub enum FactType {
-    /// `true` or `false`.
-    Bool,
-    /// A whole number within `min..=max`.
-    Int {
-        /// Smallest allowed value.
-        min: i64,
-        /// Largest allowed value.
-        max: i64,
-    },
-    /// A calendar date as `YYYY-MM-DD`.
-    Date,
-    /// Free text of at most [`MAX_TEXT`] characters.
-    Text,
-    /// One of a fixed set of snake_case codes.
-    Enum(&'static [&'static str]),
-    /// A list (at most [`MAX_ITEMS`]) of one type.
-    List(&'static FactType),
-    /// A nested object with its own facts.
-    Object(&'static [FactSpec]),
-}
-
-/// One named fact a kind takes.
-#[derive(Debug, Clone, Copy)]
-pub struct FactSpec {
-    /// Field name, snake_case.
-    pub name: &'static str,
-    /// Its type.
-    pub ty: FactType,
-    /// Whether a request must give it.
-    pub required: bool,
-    /// What it means, for generated documentation.
-    pub doc: &'static str,
-}
-
-const fn req(name: &'static str, ty: FactType, doc: &'static str) -> FactSpec {
-    FactSpec { name, ty, required: true, doc }
-}
-const fn opt(name: &'static str, ty: FactType, doc: &'static str) -> FactSpec {
-    FactSpec { name, ty, required: false, doc }
-}
-
-const ATTENDANCE: &[FactSpec] = &[
-    req("role", FactType::Enum(ROLES), "the person's role at the conference"),
-    req("session", FactType::Enum(SESSIONS), "which part: the whole conference or a confidential information session"),
-    req("wishes_to_give_views", FactType::Bool, "whether the person wishes to give their views"),
-    req("intends_to_attend", FactType::Bool, "whether the person intends to attend"),
-];
-const EXCLUSION: &[FactSpec] = &[
-    req("role", FactType::Enum(ROLES), "the role of the person whose exclusion is considered"),
-    req("grounds", FactType::List(&FactType::Enum(EXCLUSION_GROUNDS)), "the grounds offered for excluding them (may be empty)"),
-];
-const CHILD_INVITATION: &[FactSpec] = &[
-    req("age", FactType::Int { min: 0, max: 17 }, "the child's age in whole years (0–17)"),
-    req("sufficient_understanding", FactType::Bool, "whether the child has sufficient understanding, as assessed"),
-    req("wishes_to_attend", FactType::Enum(WISHES), "the child's wish to attend"),
-    req("sensitive_information", FactType::Bool, "whether sensitive information is to be discussed"),
-];
-const PLAN_TYPE: &[FactSpec] = &[
-    req("conference_type", FactType::Enum(CONFERENCE_TYPES), "initial or review conference"),
-    req("significant_harm", FactType::Enum(HARM), "the conference's finding on significant harm"),
-    req("categories", FactType::List(&FactType::Enum(CATEGORIES)), "categories of abuse (required when harm is suffered or likely; empty otherwise)"),
-    req("needs_support", FactType::Bool, "whether the child or family needs ongoing support"),
-    req("early_help_appropriate", FactType::Bool, "whether early help is appropriate"),
-    opt("conference_date", FactType::Date, "date of the conference; with it, the plan's dated actions are returned"),
-    opt("first_review", FactType::Bool, "for a review conference: whether it is the first review"),
-    opt("safety_scores", FactType::List(&FactType::Int { min: 0, max: 10 }), "each participant's 0–10 answer to how safe the child is (Barnsley)"),
-];
-const GROUND: &[FactSpec] = &[
-    req("category", FactType::Enum(GROUND_CATEGORIES), "what the ground is about"),
-    req("description", FactType::Text, "the ground in the complainant's words"),
-];
-const COMPLAINT: &[FactSpec] = &[
-    req("complainant", FactType::Enum(COMPLAINANTS), "who makes the complaint"),
-    req("grounds", FactType::List(&FactType::Object(GROUND)), "the grounds of complaint"),
-    req("stage1_completed", FactType::Bool, "whether Stage 1 of the complaints procedure is complete"),
-    req("states_criteria_aspects", FactType::Bool, "whether the complaint says which aspects meet the Stage 2 criteria"),
-    opt("still_dissatisfied", FactType::Text, "what the complainant is still dissatisfied about"),
-    opt("solution_sought", FactType::Text, "the solution the complainant is looking for"),
-];
-const TIMESCALES: &[FactSpec] = &[
-    opt("strategy_discussion_date", FactType::Date, "date of the strategy discussion that started the enquiries"),
-    opt("initial_conference_date", FactType::Date, "date the initial conference was held"),
-    opt("last_review_date", FactType::Date, "date of the most recent review conference"),
-    req("as_of", FactType::Date, "the date to assess the timescales on"),
-];
-
-impl FactType {
-    /// The type in words, for generated documentation.
-    pub fn describe(&self) -> String {
-        match self {
-            FactType::Bool => "true/false".into(),
-            FactType::Int { min, max } => format!("whole number {min}–{max}"),
-            FactType::Date => "date `YYYY-MM-DD`".into(),
-            FactType::Text => format!("text (at most {MAX_TEXT} characters)"),
-            FactType::Enum(v) => format!("one of {}", v.iter().map(|c| format!("`{c}`")).collect::<Vec<_>>().join(", ")),
-            FactType::List(inner) => format!("list (at most {MAX_ITEMS}) of {}", inner.describe()),
-            FactType::Object(fields) => format!(
-                "{{ {} }}",
-                fields.iter().map(|f| format!("`{}`: {}", f.name, f.ty.describe())).collect::<Vec<_>>().join(", ")
-            ),
-        }
     }
 }
 
@@ -250,95 +91,256 @@ pub fn parse_date(s: &str) -> Option<NaiveDate> {
     NaiveDate::from_ymd_opt(i32::try_from(num(0..4)?).ok()?, num(5..7)?, num(8..10)?)
 }
 
-/// Checks `facts` against `kind`'s schema and its cross-field rules; returns every problem.
+/// One validated fact value.
+#[derive(Debug, Clone, PartialEq)]
+pub enum FactValue {
+    /// `true` or `false`.
+    Bool(bool),
+    /// A whole number within its range.
+    Int(i64),
+    /// A real calendar date the calendar covers.
+    Date(NaiveDate),
+    /// Free text within its length.
+    Text(ImmutableString),
+    /// A code of its list.
+    Code(ImmutableString),
+    /// A list of values.
+    List(Vec<FactValue>),
+    /// A nested object: every field of its declaration, in order.
+    Object(Vec<(ImmutableString, FactValue)>),
+}
+
+impl FactValue {
+    /// Back to the input format (for records, saved cases and `eval`).
+    pub fn to_json(&self) -> Value {
+        match self {
+            FactValue::Bool(b) => Value::Bool(*b),
+            FactValue::Int(i) => Value::from(*i),
+            FactValue::Date(d) => Value::String(d.format("%Y-%m-%d").to_string()),
+            FactValue::Text(s) | FactValue::Code(s) => Value::String(s.to_string()),
+            FactValue::List(items) => Value::Array(items.iter().map(FactValue::to_json).collect()),
+            FactValue::Object(fields) => Value::Object(fields.iter().map(|(k, v)| (k.to_string(), v.to_json())).collect()),
+        }
+    }
+}
+
+/// What validation needs besides the facts: the caller's date and the calendar's range.
+#[derive(Debug, Clone)]
+pub struct Context {
+    /// Today's date in England, as the caller stamps it (for `default = "today"`).
+    pub today: NaiveDate,
+    /// Dates the bank-holiday calendar covers; a date fact outside it is refused.
+    pub dates: RangeInclusive<NaiveDate>,
+}
+
+/// A kind's facts, validated: each declared fact given or absent, in declaration order.
 ///
-/// Unknown fields are refused too, so a misspelt fact never passes as absent.
-pub fn validate(kind: Kind, facts: &Value) -> Result<(), Vec<FieldViolation>> {
-    let mut out = Vec::new();
-    match facts.as_object() {
-        Some(map) => {
-            check_object(kind.schema(), map, "", &mut out);
-            if out.is_empty() {
-                cross_checks(kind, map, &mut out);
+/// Cheap to clone (one reference count), so scripts can hold it freely.
+#[derive(Debug, Clone)]
+pub struct Facts(Arc<Inner>);
+
+#[derive(Debug)]
+struct Inner {
+    kind: Arc<KindSchema>,
+    values: Vec<Option<FactValue>>,
+    defaulted: Option<(usize, NaiveDate)>,
+}
+
+impl Facts {
+    /// Validates `input` against `kind`, collecting every problem: unknown facts (with a
+    /// did-you-mean), wrong types, ranges, codes, dates outside the calendar, and the kind's
+    /// cross-field rules.
+    pub fn validate(kind: &Arc<KindSchema>, input: &Value, ctx: &Context) -> Result<Facts, Vec<FieldViolation>> {
+        let mut out = Vec::new();
+        let Some(map) = input.as_object() else {
+            return Err(vec![FieldViolation::new("facts", "must be an object of named facts")]);
+        };
+        let mut values: Vec<Option<FactValue>> = vec![None; kind.facts.len()];
+        for (i, spec) in kind.facts.iter().enumerate() {
+            if let Some(v) = map.get(&spec.name).filter(|v| !v.is_null()) {
+                values[i] = check_value(&spec.ty, v, &spec.name, ctx, &mut out);
             }
         }
-        None => out.push(FieldViolation::new("facts", "must be an object of named facts")),
+        unknown_keys(&kind.facts, map, "", &mut out);
+        let mut defaulted = None;
+        for (i, spec) in kind.facts.iter().enumerate() {
+            if values[i].is_none() && spec.default == Some(FactDefault::Today) {
+                values[i] = Some(FactValue::Date(ctx.today));
+                defaulted = Some((i, ctx.today));
+            }
+        }
+        let facts = Facts(Arc::new(Inner { kind: kind.clone(), values, defaulted }));
+        cross_checks(&facts, &mut out);
+        if out.is_empty() { Ok(facts) } else { Err(out) }
     }
-    if out.is_empty() { Ok(()) } else { Err(out) }
+
+    /// The kind these facts are for.
+    pub fn kind(&self) -> &Arc<KindSchema> {
+        &self.0.kind
+    }
+
+    /// The fact called `name`, if it was given (or defaulted).
+    pub fn get(&self, name: &str) -> Option<&FactValue> {
+        let (i, _) = self.0.kind.fact(name)?;
+        self.0.values[i].as_ref()
+    }
+
+    /// Whether `name` is a fact of this kind (given or not).
+    pub fn declares(&self, name: &str) -> bool {
+        self.0.kind.fact(name).is_some()
+    }
+
+    /// The date a `default = "today"` fact took, when it was not given.
+    pub fn defaulted_date(&self) -> Option<(&str, NaiveDate)> {
+        self.0.defaulted.map(|(i, d)| (self.0.kind.facts[i].name.as_str(), d))
+    }
+
+    /// The facts as given (defaults included), in the input format.
+    pub fn to_json(&self) -> Value {
+        let mut m = Map::new();
+        for (spec, v) in self.0.kind.facts.iter().zip(&self.0.values) {
+            if let Some(v) = v {
+                m.insert(spec.name.clone(), v.to_json());
+            }
+        }
+        Value::Object(m)
+    }
+
+    fn code(&self, name: &str) -> Option<&str> {
+        match self.get(name) {
+            Some(FactValue::Code(c)) => Some(c.as_str()),
+            _ => None,
+        }
+    }
+    fn date(&self, name: &str) -> Option<NaiveDate> {
+        match self.get(name) {
+            Some(FactValue::Date(d)) => Some(*d),
+            _ => None,
+        }
+    }
+}
+
+fn unknown_keys(schema: &[FactSpec], map: &Map<String, Value>, prefix: &str, out: &mut Vec<FieldViolation>) {
+    for key in map.keys() {
+        if !schema.iter().any(|s| s.name == *key) {
+            let hint = crate::suggest::did_you_mean(key, schema.iter().map(|s| s.name.as_str()))
+                .map(|s| format!(" (did you mean `{s}`?)"))
+                .unwrap_or_default();
+            let what = if prefix.is_empty() { "is not a fact this kind takes" } else { "is not a field of this object" };
+            out.push(FieldViolation::new(join(prefix, &truncate(key)), format!("{what}{hint}")));
+        }
+    }
 }
 
 fn join(prefix: &str, name: &str) -> String {
     if prefix.is_empty() { name.to_string() } else { format!("{prefix}.{name}") }
 }
 
-fn check_object(schema: &[FactSpec], map: &Map<String, Value>, prefix: &str, out: &mut Vec<FieldViolation>) {
-    for spec in schema {
-        let path = join(prefix, spec.name);
-        match map.get(spec.name) {
-            None | Some(Value::Null) => {
-                if spec.required {
-                    out.push(FieldViolation::new(path, format!("is required: {}", spec.doc)));
-                }
-            }
-            Some(v) => check_value(&spec.ty, v, &path, out),
-        }
-    }
-    for key in map.keys() {
-        if !schema.iter().any(|s| s.name == key) {
-            let hint = crate::suggest::did_you_mean(key, schema.iter().map(|s| s.name))
-                .map(|s| format!(" (did you mean `{s}`?)"))
-                .unwrap_or_default();
-            out.push(FieldViolation::new(join(prefix, key), format!("is not a fact this kind takes{hint}")));
-        }
-    }
-}
-
-fn check_value(ty: &FactType, v: &Value, path: &str, out: &mut Vec<FieldViolation>) {
+fn check_value(ty: &FactType, v: &Value, path: &str, ctx: &Context, out: &mut Vec<FieldViolation>) -> Option<FactValue> {
     match ty {
-        FactType::Bool => {
-            if !v.is_boolean() {
+        FactType::Bool => match v.as_bool() {
+            Some(b) => Some(FactValue::Bool(b)),
+            None => {
                 out.push(FieldViolation::new(path, "must be true or false"));
+                None
             }
-        }
+        },
         FactType::Int { min, max } => match v.as_i64() {
-            Some(n) if n >= *min && n <= *max => {}
-            Some(n) => out.push(FieldViolation::new(path, format!("{n} is outside {min}–{max}"))),
-            None => out.push(FieldViolation::new(path, format!("must be a whole number from {min} to {max}"))),
+            Some(n) if n >= *min && n <= *max => Some(FactValue::Int(n)),
+            Some(n) => {
+                out.push(FieldViolation::new(path, format!("{n} is outside {min}–{max}")));
+                None
+            }
+            None => {
+                out.push(FieldViolation::new(path, format!("must be a whole number from {min} to {max}")));
+                None
+            }
         },
         FactType::Date => match v.as_str() {
-            Some(s) if parse_date(s).is_some() => {}
-            Some(s) => out.push(FieldViolation::new(path, format!("`{}` is not a real date in YYYY-MM-DD form", truncate(s)))),
-            None => out.push(FieldViolation::new(path, "must be a date in YYYY-MM-DD form")),
-        },
-        FactType::Text => match v.as_str() {
-            Some(s) if s.chars().count() <= MAX_TEXT => {}
-            Some(_) => out.push(FieldViolation::new(path, format!("is longer than {MAX_TEXT} characters"))),
-            None => out.push(FieldViolation::new(path, "must be text")),
-        },
-        FactType::Enum(allowed) => match v.as_str() {
-            Some(s) if allowed.contains(&s) => {}
-            Some(s) => {
-                let hint = crate::suggest::did_you_mean(s, allowed.iter().copied())
-                    .map(|h| format!("; did you mean `{h}`?"))
-                    .unwrap_or_default();
-                out.push(FieldViolation::new(path, format!("`{}` is not one of {}{hint}", truncate(s), allowed.join(", "))))
+            Some(s) => match parse_date(s) {
+                Some(d) if ctx.dates.contains(&d) => Some(FactValue::Date(d)),
+                Some(_) => {
+                    out.push(FieldViolation::new(
+                        path,
+                        format!(
+                            "{s} is outside the dates the bank-holiday calendar covers ({} to {}), so no working day can be counted from it",
+                            ctx.dates.start(),
+                            ctx.dates.end()
+                        ),
+                    ));
+                    None
+                }
+                None => {
+                    out.push(FieldViolation::new(path, format!("`{}` is not a real date in YYYY-MM-DD form", truncate(s))));
+                    None
+                }
+            },
+            None => {
+                out.push(FieldViolation::new(path, "must be a date in YYYY-MM-DD form"));
+                None
             }
-            None => out.push(FieldViolation::new(path, format!("must be one of {}", allowed.join(", ")))),
         },
-        FactType::List(item) => match v.as_array() {
-            Some(items) if items.len() > MAX_ITEMS => {
-                out.push(FieldViolation::new(path, format!("has {} items; at most {MAX_ITEMS} are accepted", items.len())))
+        FactType::Text { max_len } => match v.as_str() {
+            Some(s) if s.chars().count() <= *max_len => Some(FactValue::Text(s.into())),
+            Some(_) => {
+                out.push(FieldViolation::new(path, format!("is longer than {max_len} characters")));
+                None
+            }
+            None => {
+                out.push(FieldViolation::new(path, "must be text"));
+                None
+            }
+        },
+        FactType::Code(list) => match v.as_str() {
+            Some(s) if list.contains(s) => Some(FactValue::Code(s.into())),
+            Some(s) => {
+                let hint = crate::suggest::did_you_mean(s, list.codes()).map(|h| format!("; did you mean `{h}`?")).unwrap_or_default();
+                out.push(FieldViolation::new(path, format!("`{}` is not one of {}{hint}", truncate(s), list.codes().collect::<Vec<_>>().join(", "))));
+                None
+            }
+            None => {
+                out.push(FieldViolation::new(path, format!("must be one of {}", list.codes().collect::<Vec<_>>().join(", "))));
+                None
+            }
+        },
+        FactType::List { item, max_items } => match v.as_array() {
+            Some(items) if items.len() > *max_items => {
+                out.push(FieldViolation::new(path, format!("has {} items; at most {max_items} are accepted", items.len())));
+                None
             }
             Some(items) => {
-                for (i, it) in items.iter().enumerate() {
-                    check_value(item, it, &format!("{path}[{i}]"), out);
-                }
+                let before = out.len();
+                let values: Vec<FactValue> =
+                    items.iter().enumerate().filter_map(|(i, it)| check_value(item, it, &format!("{path}[{i}]"), ctx, out)).collect();
+                (out.len() == before).then_some(FactValue::List(values))
             }
-            None => out.push(FieldViolation::new(path, "must be a list")),
+            None => {
+                out.push(FieldViolation::new(path, "must be a list"));
+                None
+            }
         },
-        FactType::Object(schema) => match v.as_object() {
-            Some(map) => check_object(schema, map, path, out),
-            None => out.push(FieldViolation::new(path, "must be an object")),
+        FactType::Object(fields) => match v.as_object() {
+            Some(map) => {
+                let before = out.len();
+                let mut values = Vec::with_capacity(fields.len());
+                for f in fields {
+                    let p = join(path, &f.name);
+                    match map.get(&f.name).filter(|v| !v.is_null()) {
+                        Some(v) => {
+                            if let Some(x) = check_value(&f.ty, v, &p, ctx, out) {
+                                values.push((ImmutableString::from(f.name.as_str()), x));
+                            }
+                        }
+                        None => out.push(FieldViolation::new(p, format!("is required: {}", if f.help.is_empty() { &f.label } else { &f.help }))),
+                    }
+                }
+                unknown_keys(fields, map, path, out);
+                (out.len() == before).then_some(FactValue::Object(values))
+            }
+            None => {
+                out.push(FieldViolation::new(path, "must be an object"));
+                None
+            }
         },
     }
 }
@@ -347,65 +349,52 @@ fn truncate(s: &str) -> String {
     if s.chars().count() > 40 { format!("{}…", s.chars().take(40).collect::<String>()) } else { s.to_string() }
 }
 
-fn date_of(map: &Map<String, Value>, key: &str) -> Option<NaiveDate> {
-    map.get(key).and_then(Value::as_str).and_then(parse_date)
-}
-
-fn cross_checks(kind: Kind, map: &Map<String, Value>, out: &mut Vec<FieldViolation>) {
-    match kind {
-        Kind::PlanType => {
-            let harm = map.get("significant_harm").and_then(Value::as_str).unwrap_or_default();
-            let cats = map.get("categories").and_then(Value::as_array).map(Vec::len).unwrap_or(0);
-            if harm != "not_at_risk" && cats == 0 {
-                out.push(FieldViolation::new(
+/// The built-in kinds' rules that relate one fact to another. They look only at facts that
+/// were given: a contradiction is refused, an absence is the scripts' business.
+fn cross_checks(f: &Facts, out: &mut Vec<FieldViolation>) {
+    match Kind::parse(&f.kind().name) {
+        Some(Kind::PlanType) => {
+            let cats = match f.get("categories") {
+                Some(FactValue::List(c)) => Some(c),
+                _ => None,
+            };
+            match (f.code("significant_harm"), cats.map(Vec::len)) {
+                (Some("suffered" | "likely"), Some(0)) => out.push(FieldViolation::new(
                     "categories",
                     "a child at risk of significant harm needs at least one category of abuse for a child protection plan",
-                ));
-            }
-            if harm == "not_at_risk" && cats > 0 {
-                out.push(FieldViolation::new(
+                )),
+                (Some("not_at_risk"), Some(n)) if n > 0 => out.push(FieldViolation::new(
                     "categories",
                     "categories of abuse were given but the child was found not at risk of significant harm",
-                ));
+                )),
+                _ => {}
             }
-            if let Some(Value::Array(cs)) = map.get("categories") {
-                let mut seen = std::collections::BTreeSet::new();
+            if let Some(cs) = cats {
                 for (i, c) in cs.iter().enumerate() {
-                    if !seen.insert(c.as_str().unwrap_or_default()) {
+                    if cs[..i].contains(c) {
                         out.push(FieldViolation::new(format!("categories[{i}]"), "is given twice"));
                     }
                 }
             }
-            let ctype = map.get("conference_type").and_then(Value::as_str).unwrap_or_default();
-            if ctype == "initial" && map.get("first_review").is_some_and(|v| !v.is_null()) {
+            if f.code("conference_type") == Some("initial") && f.get("first_review").is_some() {
                 out.push(FieldViolation::new("first_review", "only applies to a review conference"));
             }
         }
-        Kind::Timescales => {
-            let strategy = date_of(map, "strategy_discussion_date");
-            let initial = date_of(map, "initial_conference_date");
-            let review = date_of(map, "last_review_date");
-            let as_of = date_of(map, "as_of");
-            if strategy.is_none() && initial.is_none() {
-                out.push(FieldViolation::new(
-                    "strategy_discussion_date",
-                    "give the strategy discussion date or the initial conference date",
-                ));
-            }
+        Some(Kind::Timescales) => {
+            let strategy = f.date("strategy_discussion_date");
+            let initial = f.date("initial_conference_date");
+            let review = f.date("last_review_date");
             if let (Some(s), Some(i)) = (strategy, initial) {
                 if i < s {
                     out.push(FieldViolation::new("initial_conference_date", "is before the strategy discussion"));
                 }
-            }
-            if review.is_some() && initial.is_none() {
-                out.push(FieldViolation::new("initial_conference_date", "is required when a review date is given"));
             }
             if let (Some(i), Some(r)) = (initial, review) {
                 if r <= i {
                     out.push(FieldViolation::new("last_review_date", "is not after the initial conference"));
                 }
             }
-            if let Some(a) = as_of {
+            if let Some(a) = f.date("as_of") {
                 for (k, d) in [("strategy_discussion_date", strategy), ("initial_conference_date", initial), ("last_review_date", review)] {
                     if d.is_some_and(|d| d > a) {
                         out.push(FieldViolation::new(k, "is after the as_of date: a held meeting cannot be in the future"));
@@ -413,56 +402,69 @@ fn cross_checks(kind: Kind, map: &Map<String, Value>, out: &mut Vec<FieldViolati
                 }
             }
         }
-        Kind::ComplaintEligibility => {
-            if let Some(Value::Array(gs)) = map.get("grounds") {
+        Some(Kind::ComplaintEligibility) => {
+            if let Some(FactValue::List(gs)) = f.get("grounds") {
                 for (i, g) in gs.iter().enumerate() {
-                    if g.get("description").and_then(Value::as_str).is_some_and(|d| d.trim().is_empty()) {
-                        out.push(FieldViolation::new(format!("grounds[{i}].description"), "must describe the ground"));
+                    if let FactValue::Object(fields) = g {
+                        if fields.iter().any(|(k, v)| k == "description" && matches!(v, FactValue::Text(t) if t.trim().is_empty())) {
+                            out.push(FieldViolation::new(format!("grounds[{i}].description"), "must describe the ground"));
+                        }
                     }
                 }
             }
         }
-        Kind::Attendance | Kind::Exclusion | Kind::ChildInvitation => {}
+        Some(Kind::Attendance | Kind::Exclusion | Kind::ChildInvitation) | None => {}
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::vocabulary::Vocabulary;
     use serde_json::json;
 
-    fn fields(kind: Kind, v: Value) -> Vec<String> {
-        validate(kind, &v).err().unwrap_or_default().into_iter().map(|f| f.field).collect()
+    fn ctx() -> Context {
+        let d = |y, m, d| NaiveDate::from_ymd_opt(y, m, d).unwrap_or_default();
+        Context { today: d(2025, 6, 2), dates: d(2020, 1, 1)..=d(2035, 12, 31) }
+    }
+
+    fn kind(name: &str) -> Arc<KindSchema> {
+        let v = Vocabulary::from_toml(include_str!("../rules/vocabulary.toml")).unwrap_or_else(|e| panic!("{e:?}"));
+        v.kind(name).cloned().unwrap_or_else(|| panic!("no kind {name}"))
+    }
+
+    fn fields(k: &str, v: Value) -> Vec<String> {
+        Facts::validate(&kind(k), &v, &ctx()).err().unwrap_or_default().into_iter().map(|f| f.field).collect()
     }
 
     #[test]
-    fn accepts_well_formed_facts() {
+    fn accepts_well_formed_and_partial_facts() {
         let v = json!({"age": 12, "sufficient_understanding": true, "wishes_to_attend": "yes", "sensitive_information": false});
-        assert_eq!(validate(Kind::ChildInvitation, &v), Ok(()));
+        assert!(Facts::validate(&kind("child_invitation"), &v, &ctx()).is_ok());
+        // No fact is required by validation: the scripts ask for what they read.
+        assert!(Facts::validate(&kind("child_invitation"), &json!({"age": 3}), &ctx()).is_ok());
     }
 
     #[test]
-    fn names_every_bad_field() {
+    fn names_every_bad_field_in_one_round() {
         let v = json!({"age": -1, "sufficient_understanding": "yes", "wishes_to_attend": "maybe", "sensitive": false});
-        assert_eq!(fields(Kind::ChildInvitation, v), ["age", "sufficient_understanding", "wishes_to_attend", "sensitive_information", "sensitive"]);
+        assert_eq!(fields("child_invitation", v), ["age", "sufficient_understanding", "wishes_to_attend", "sensitive"]);
+        // cross-field checks run with the per-field ones
+        let v = json!({"conference_type": "initial", "significant_harm": "suffered", "categories": [], "first_review": true, "safety_scores": [11]});
+        assert_eq!(fields("plan_type", v), ["safety_scores[0]", "categories", "first_review"]);
     }
 
     #[test]
-    fn refuses_impossible_dates_and_scores() {
-        let v = json!({"as_of": "2025-02-30", "strategy_discussion_date": "2025-1-1"});
-        assert_eq!(fields(Kind::Timescales, v), ["strategy_discussion_date", "as_of"]);
-        let v = json!({"conference_type": "initial", "significant_harm": "likely", "categories": ["neglect"],
-            "needs_support": true, "early_help_appropriate": false, "safety_scores": [3, 11]});
-        assert_eq!(fields(Kind::PlanType, v), ["safety_scores[1]"]);
+    fn refuses_dates_outside_the_calendar_and_impossible_ones() {
+        let v = json!({"as_of": "2025-02-30", "strategy_discussion_date": "2019-12-31"});
+        assert_eq!(fields("timescales", v), ["strategy_discussion_date", "as_of"]);
     }
 
     #[test]
-    fn refuses_contradictions() {
-        let v = json!({"conference_type": "initial", "significant_harm": "suffered", "categories": [],
-            "needs_support": true, "early_help_appropriate": false});
-        assert_eq!(fields(Kind::PlanType, v), ["categories"]);
-        let v = json!({"strategy_discussion_date": "2025-03-10", "initial_conference_date": "2025-03-01", "as_of": "2025-04-01"});
-        assert_eq!(fields(Kind::Timescales, v), ["initial_conference_date"]);
+    fn as_of_defaults_to_today_and_says_so() {
+        let f = Facts::validate(&kind("timescales"), &json!({"initial_conference_date": "2025-03-03"}), &ctx()).unwrap_or_else(|e| panic!("{e:?}"));
+        assert_eq!(f.defaulted_date(), Some(("as_of", ctx().today)));
+        assert_eq!(f.get("as_of"), Some(&FactValue::Date(ctx().today)));
     }
 
     #[test]
@@ -475,8 +477,14 @@ mod tests {
 
     #[test]
     fn suggests_near_misses() {
-        let v = json!({"role": "parnet", "grounds": []});
-        let err = validate(Kind::Exclusion, &v).unwrap_err();
-        assert!(err[0].description.contains("did you mean `parent`"), "{:?}", err);
+        let err = Facts::validate(&kind("exclusion"), &json!({"role": "parnet", "grounds": []}), &ctx()).err().unwrap_or_default();
+        assert!(err[0].description.contains("did you mean `parent`"), "{err:?}");
+    }
+
+    #[test]
+    fn round_trips_to_json() {
+        let v = json!({"complainant": "parent", "grounds": [{"category": "other", "description": "x"}], "stage1_completed": true});
+        let f = Facts::validate(&kind("complaint_eligibility"), &v, &ctx()).unwrap_or_else(|e| panic!("{e:?}"));
+        assert_eq!(f.to_json(), v);
     }
 }

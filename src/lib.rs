@@ -11,12 +11,13 @@
 //!   in one place.
 
 pub mod calendar;
+pub mod clock;
 pub mod error;
 pub mod facts;
+pub mod vocabulary;
 pub mod model;
 pub mod engine;
 pub mod suggest;
 pub mod cases;
 pub mod store;
 pub mod grpc;
-pub mod matrix;

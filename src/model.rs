@@ -5,13 +5,51 @@
 //! with what a partnership's case files expect. They carry no behaviour beyond serialisation so
 //! that the engine, the transport and the tools all speak the same shape.
 
+use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// A request for one decision, whichever edge it came in by (gRPC, HTTP, CLI, a test case).
+///
+/// The facts are the one untyped input format; the core validates them once, against the
+/// partnership's vocabulary, into [`crate::facts::Facts`]. `today` is stamped by the caller,
+/// so the core never reads a clock.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DecisionRequest {
+    /// Partnership id.
+    pub partnership: String,
+    /// Decision kind name.
+    pub kind: String,
+    /// The facts as given: an object of named facts.
+    pub facts: Value,
+    /// Today's date in England, for a fact declared `default = "today"` (`as_of`).
+    pub today: NaiveDate,
+}
+
+/// A decision as the caller received it: the core's [`Decision`] with the id and time the edge
+/// stamped on it. The core never makes these up, so a decision is a pure function of the
+/// revision, the facts and `today`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IssuedDecision {
+    /// Unique id of this decision (a UUID), for audit trails in the caller's case system.
+    pub decision_id: String,
+    /// When the decision was made.
+    pub decided_at: DateTime<Utc>,
+    /// The decision.
+    #[serde(flatten)]
+    pub decision: Decision,
+}
+
+impl IssuedDecision {
+    /// Stamps `decision` with a new random id and `decided_at`.
+    pub fn stamp(decision: Decision, decided_at: DateTime<Utc>) -> Self {
+        IssuedDecision { decision_id: uuid::Uuid::new_v4().to_string(), decided_at, decision }
+    }
+}
 
 /// One decision made by a partnership's rules about one set of facts.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Decision {
-    /// Unique id of this decision (a UUID), for audit trails in the caller's case system.
-    pub decision_id: String,
     /// Partnership id whose rules decided (`york`, `barnsley`, …).
     pub partnership: String,
     /// Decision kind (`attendance`, `plan_type`, …).
@@ -26,8 +64,10 @@ pub struct Decision {
     pub actions: Vec<Action>,
     /// Content hash of the partnership's rule set that made this decision.
     pub rules_revision: String,
-    /// When the decision was made (RFC 3339, UTC).
-    pub decided_at: String,
+    /// The date a fact declared `default = "today"` (`as_of`) took because the call did not
+    /// give it; `None` when every date came from the call.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub as_of_defaulted: Option<NaiveDate>,
     /// Kind-specific structured details (empty where the kind has none).
     pub details: Details,
 }
@@ -61,8 +101,8 @@ pub struct Action {
     pub code: String,
     /// Plain-English description.
     pub description: String,
-    /// Due date as `YYYY-MM-DD`, where one applies.
-    pub due_date: Option<String>,
+    /// Due date, where one applies.
+    pub due_date: Option<NaiveDate>,
     /// Who is responsible (`social_worker`, `conference_chair`, …).
     pub responsible: String,
 }
@@ -105,8 +145,8 @@ pub struct PartnershipInfo {
     pub kinds: Vec<String>,
     /// Guidance documents the rules cite.
     pub documents: Vec<GuidanceDocument>,
-    /// When the active revision was loaded (RFC 3339).
-    pub loaded_at: String,
+    /// When the active revision went live.
+    pub loaded_at: DateTime<Utc>,
     /// The last reload attempt that failed since the active revision went live, if any.
     pub last_failure: Option<ReloadFailure>,
 }
@@ -125,8 +165,8 @@ pub struct GuidanceDocument {
 /// A reload that was refused, kept so operators can see why the old revision still serves.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReloadFailure {
-    /// When the attempt was made (RFC 3339).
-    pub at: String,
+    /// When the attempt was made.
+    pub at: DateTime<Utc>,
     /// Each problem found, as `file:line:col: message`.
     pub diagnostics: Vec<String>,
 }

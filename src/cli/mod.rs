@@ -5,6 +5,7 @@
 //! information to machines. Exit codes: 0 success, 1 rule problems (a check error, a failing
 //! case, a refused decision), 2 usage errors (bad arguments, unreadable facts).
 
+mod matrix;
 mod render;
 
 use std::io::Read;
@@ -221,7 +222,7 @@ pub fn main() -> ExitCode {
         Command::Test { rules, partnerships, format } => test(&rules.rules, &partnerships, format),
         Command::Eval { rules, partnership, kind, facts, json } => eval(&rules.rules, &partnership, &kind, facts.as_deref(), json),
         Command::Compare { rules, kind, facts, json } => compare(&rules.rules, &kind, facts.as_deref(), json),
-        Command::Matrix { rules } => match cpc_rules::matrix::render_from_disk(&rules.rules) {
+        Command::Matrix { rules } => match matrix::render_from_disk(&rules.rules) {
             Ok(md) => {
                 print!("{md}");
                 OK
@@ -356,7 +357,42 @@ fn read_facts(path: Option<&Path>) -> Result<serde_json::Value, String> {
         }
         Some(p) => std::fs::read_to_string(p).map_err(|e| format!("cannot read {}: {e}", p.display()))?,
     };
-    serde_json::from_str(&text).map_err(|e| format!("facts are not valid JSON: {e}"))
+    parse_facts(&text)
+}
+
+/// Facts as JSON or TOML — a bare table of facts, or a case (`facts = { … }`) copied from a
+/// case file — with gRPC enum names (`CONFERENCE_TYPE_INITIAL`) accepted for codes.
+fn parse_facts(text: &str) -> Result<serde_json::Value, String> {
+    let value = match serde_json::from_str::<serde_json::Value>(text) {
+        Ok(v) => v,
+        Err(json_err) => match toml::from_str::<toml::Table>(text) {
+            Ok(t) => cpc_rules::cases::toml_to_json(toml::Value::Table(t)),
+            Err(toml_err) => {
+                return Err(format!(
+                    "the facts are neither JSON nor TOML.\n  as JSON: {json_err}\n  as TOML: {}",
+                    toml_err.message()
+                ));
+            }
+        },
+    };
+    // A whole case pasted in: take its facts.
+    let value = match value {
+        serde_json::Value::Object(mut m) if m.get("facts").is_some_and(serde_json::Value::is_object) && !m.contains_key("role") => {
+            m.remove("facts").unwrap_or_default()
+        }
+        v => v,
+    };
+    Ok(with_code_aliases(value))
+}
+
+fn with_code_aliases(v: serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    match v {
+        Value::String(s) => Value::String(cpc_rules::grpc::convert::code_alias(&s).unwrap_or(s)),
+        Value::Array(a) => Value::Array(a.into_iter().map(with_code_aliases).collect()),
+        Value::Object(m) => Value::Object(m.into_iter().map(|(k, v)| (k, with_code_aliases(v))).collect()),
+        other => other,
+    }
 }
 
 fn eval(root: &Path, partnership: &str, kind: &str, facts: Option<&Path>, json: bool) -> u8 {
@@ -375,10 +411,17 @@ fn eval(root: &Path, partnership: &str, kind: &str, facts: Option<&Path>, json: 
         }
         return RULE_PROBLEMS;
     };
-    match set.decide(kind, &facts) {
+    let req = cpc_rules::model::DecisionRequest {
+        partnership: set.id().to_string(),
+        kind: kind.to_string(),
+        facts,
+        today: cpc_rules::clock::today_in_england(),
+    };
+    match set.decide(&req) {
         Ok(d) => {
             if json {
-                println!("{}", serde_json::to_string_pretty(&d).unwrap_or_default());
+                let issued = cpc_rules::model::IssuedDecision::stamp(d, cpc_rules::clock::now());
+                println!("{}", serde_json::to_string_pretty(&issued).unwrap_or_default());
             } else {
                 print!("{}", render::decision(&d));
             }
@@ -413,7 +456,13 @@ fn compare(root: &Path, kind: &str, facts: Option<&Path>, json: bool) -> u8 {
     let mut any_error = false;
     for id in &ids {
         let b = build(root, id, &limits);
-        let row = match b.set.as_ref().map(|s| s.decide(kind, &facts)) {
+        let req = cpc_rules::model::DecisionRequest {
+            partnership: id.clone(),
+            kind: kind.to_string(),
+            facts: facts.clone(),
+            today: cpc_rules::clock::today_in_england(),
+        };
+        let row = match b.set.as_ref().map(|s| s.decide(&req)) {
             None => render::CompareRow::error(id, "rules did not compile; run `cpc-rules check`"),
             Some(Ok(d)) => render::CompareRow::decision(&d),
             Some(Err(e)) => render::CompareRow::error(id, &e.to_string()),
@@ -453,7 +502,7 @@ fn serve(args: ServeArgs) -> u8 {
         }
     };
     runtime.block_on(async move {
-        let limits = Limits { time_budget: args.decision_budget, ..Limits::default() };
+        let limits = Limits { cpu_budget: args.decision_budget, ..Limits::default() };
         let store = match RuleStore::load(&args.rules.rules, limits) {
             Ok(s) => Arc::new(s),
             Err(refusals) => {

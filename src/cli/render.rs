@@ -6,29 +6,9 @@ use cpc_rules::cases::CaseResult;
 use cpc_rules::engine::Diagnostic;
 use cpc_rules::model::Decision;
 
-/// A diagnostic, rustc-style: message, location, source line with a caret, and help.
+/// A diagnostic, drawn by miette: location, source excerpt with a caret, and help.
 pub fn diagnostic(d: &Diagnostic) -> String {
-    let mut s = String::new();
-    let _ = writeln!(s, "error[{}]: {}", d.code, d.message);
-    let loc = match (d.line, d.column) {
-        (Some(l), Some(c)) => format!("{}:{l}:{c}", d.file),
-        (Some(l), None) => format!("{}:{l}", d.file),
-        _ => d.file.clone(),
-    };
-    let _ = writeln!(s, "  --> {loc}");
-    if let (Some(line), Some(src)) = (d.line, &d.source_line) {
-        let width = line.to_string().len();
-        let _ = writeln!(s, "{:width$} |", "");
-        let _ = writeln!(s, "{line} | {src}");
-        if let Some(col) = d.column {
-            let _ = writeln!(s, "{:width$} | {}^", "", " ".repeat(col.saturating_sub(1)));
-        }
-    }
-    if let Some(h) = &d.help {
-        let _ = writeln!(s, "  = help: {h}");
-    }
-    s.push('\n');
-    s
+    cpc_rules::engine::diagnostics::render(std::slice::from_ref(d))
 }
 
 /// A failed test case: where, what was sent, what was expected and what came back.
@@ -68,7 +48,7 @@ pub fn decision(d: &Decision) -> String {
     if !d.actions.is_empty() {
         let _ = writeln!(s, "Actions:");
         for a in &d.actions {
-            let due = a.due_date.as_deref().map(|d| format!(" by {d}")).unwrap_or_default();
+            let due = a.due_date.map(|d| format!(" by {d}")).unwrap_or_default();
             let _ = writeln!(s, "  - [{}] {}{due} ({})", a.code, a.description, a.responsible);
         }
     }
@@ -87,7 +67,10 @@ pub fn decision(d: &Decision) -> String {
     if !d.details.categories.is_empty() {
         let _ = writeln!(s, "Categories: {}", d.details.categories.join(", "));
     }
-    let _ = writeln!(s, "Revision {} at {}", d.rules_revision, d.decided_at);
+    let _ = writeln!(s, "Revision {}", d.rules_revision);
+    if let Some(today) = d.as_of_defaulted {
+        let _ = writeln!(s, "as_of was not given: used today's date in England, {today}");
+    }
     s
 }
 
@@ -179,5 +162,9 @@ pub fn compare_table(kind: &str, rows: &[CompareRow]) -> String {
 
 /// The helper reference, generated from the engine's helper table.
 pub fn helpers_markdown() -> String {
-    cpc_rules::engine::helpers::reference_markdown()
+    // The bundled vocabulary: the reference documents the rules shipped with the crate.
+    match cpc_rules::vocabulary::Vocabulary::from_toml(include_str!("../../rules/vocabulary.toml")) {
+        Ok(v) => cpc_rules::engine::helpers::reference_markdown(&v),
+        Err(e) => format!("rules/vocabulary.toml does not parse: {e:?}\n"),
+    }
 }

@@ -7,9 +7,11 @@
 
 use std::sync::Arc;
 
-use rhai::{Array, Dynamic, Engine, EvalAltResult, ImmutableString, Map, Position};
+use rhai::{Array, Dynamic, Engine, EvalAltResult, Position};
 
-use crate::calendar::Calendar;
+use super::script_types::OutOfCalendar;
+use crate::calendar::{Calendar, CalendarError};
+use crate::vocabulary::Vocabulary;
 
 /// Documentation of one helper function.
 #[derive(Debug, Clone, Copy)]
@@ -126,8 +128,15 @@ fn count_arg(n: i64) -> Result<u32, Box<EvalAltResult>> {
     u32::try_from(n).ok().filter(|n| *n <= 3660).ok_or_else(|| format!("count {n} must be between 0 and 3660").into())
 }
 
-fn cal_err(e: crate::calendar::CalendarError) -> Box<EvalAltResult> {
-    e.to_string().into()
+/// A calendar error inside a helper: a date outside the calendar is the caller's facts being
+/// out of range ([`OutOfCalendar`]); anything else is the script's fault.
+fn cal_err(e: CalendarError) -> Box<EvalAltResult> {
+    match e {
+        CalendarError::OutOfRange { .. } => {
+            Box::new(EvalAltResult::ErrorRuntime(Dynamic::from(OutOfCalendar(e.to_string())), Position::NONE))
+        }
+        CalendarError::Invalid(_) => e.to_string().into(),
+    }
 }
 
 fn ints(list: &Array) -> Result<Vec<i64>, Box<EvalAltResult>> {
@@ -136,44 +145,10 @@ fn ints(list: &Array) -> Result<Vec<i64>, Box<EvalAltResult>> {
         .collect()
 }
 
-fn reason_map(rule_id: ImmutableString, section: ImmutableString, text: ImmutableString, assumption: bool) -> Map {
-    let mut m = Map::new();
-    m.insert("rule_id".into(), rule_id.into());
-    m.insert("section".into(), section.into());
-    m.insert("text".into(), text.into());
-    m.insert("assumption".into(), assumption.into());
-    m
-}
-
-fn action_map(code: ImmutableString, description: ImmutableString, due: Dynamic, responsible: ImmutableString) -> Result<Map, Box<EvalAltResult>> {
-    if !(due.is_unit() || due.is_string()) {
-        return Err(EvalAltResult::ErrorMismatchDataType("a date or ()".into(), due.type_name().into(), Position::NONE).into());
-    }
-    let mut m = Map::new();
-    m.insert("code".into(), code.into());
-    m.insert("description".into(), description.into());
-    m.insert("due_date".into(), due);
-    m.insert("responsible".into(), responsible.into());
-    Ok(m)
-}
-
-/// Installs every helper of [`HELPERS`] in `engine`, with date helpers on `calendar`.
+/// Installs the date and number helpers of [`HELPERS`] in `engine`, with date helpers on
+/// `calendar`. (`decide`, `reason`, `assumption` and `action` are installed by
+/// [`super::script_types::register`], which knows the rule set's sections and codes.)
 pub fn register(engine: &mut Engine, calendar: Arc<Calendar>) {
-    engine.register_fn("decide", |outcome: ImmutableString, summary: ImmutableString, reasons: Array, actions: Array| {
-        let mut m = Map::new();
-        m.insert("outcome".into(), outcome.into());
-        m.insert("summary".into(), summary.into());
-        m.insert("reasons".into(), reasons.into());
-        m.insert("actions".into(), actions.into());
-        m
-    });
-    engine.register_fn("reason", |id: ImmutableString, section: ImmutableString, text: ImmutableString| reason_map(id, section, text, false));
-    engine.register_fn("assumption", |id: ImmutableString, section: ImmutableString, text: ImmutableString| reason_map(id, section, text, true));
-    engine.register_fn("action", action_map);
-    engine.register_fn("action", |code: ImmutableString, description: ImmutableString, responsible: ImmutableString| {
-        action_map(code, description, Dynamic::UNIT, responsible)
-    });
-
     let c = calendar.clone();
     engine.register_fn("working_days_after", move |date: &str, n: i64| -> Result<String, Box<EvalAltResult>> {
         Ok(c.working_days_after(date_arg(date)?, count_arg(n)?).map_err(cal_err)?.to_string())
@@ -217,9 +192,9 @@ pub fn register(engine: &mut Engine, calendar: Arc<Calendar>) {
 }
 
 /// The script reference as Markdown — every helper from [`HELPERS`], then each kind's facts and
-/// outcome codes from [`crate::facts`] (used by `cpc-rules helpers`; a test checks
+/// outcome codes from the vocabulary (used by `cpc-rules helpers`; a test checks
 /// `docs/helpers.md` against it).
-pub fn reference_markdown() -> String {
+pub fn reference_markdown(vocabulary: &Vocabulary) -> String {
     let mut s = String::from(
         "# Script reference\n\nGenerated from the engine by `cpc-rules helpers > docs/helpers.md`; do not edit by hand.\n\n\
          Shared functions in `rules/shared/*.rhai` are documented in those files.\n\n## Helpers\n\n",
@@ -227,12 +202,20 @@ pub fn reference_markdown() -> String {
     for h in HELPERS {
         s.push_str(&format!("### `{}`\n\n`{}`\n\n{}\n\n```rhai\n{}\n```\n\n", h.name, h.signature, h.doc, h.example));
     }
-    s.push_str("## Facts and outcomes by kind\n\nScripts read facts as `facts.<name>`; an optional fact that was not given is `()`.\n\n");
-    for kind in crate::facts::Kind::ALL {
-        s.push_str(&format!("### `{}`\n\nOutcomes: {}\n\n| fact | type | required | meaning |\n|---|---|---|---|\n", kind.as_str(),
-            kind.outcomes().iter().map(|o| format!("`{o}`")).collect::<Vec<_>>().join(", ")));
-        for f in kind.schema() {
-            s.push_str(&format!("| `{}` | {} | {} | {} |\n", f.name, f.ty.describe(), if f.required { "yes" } else { "no" }, f.doc));
+    s.push_str(
+        "## Facts and outcomes by kind\n\nGenerated from `rules/vocabulary.toml`. Scripts read facts as `facts.<name>`; a call must carry a fact \
+         only when the script reads it, so test for an optional fact with `\"name\" in facts` before reading it.\n\n",
+    );
+    for kind in vocabulary.kinds() {
+        s.push_str(&format!(
+            "### `{}`\n\n{}\n\nOutcomes: {}\n\n| fact | type | meaning |\n|---|---|---|\n",
+            kind.name,
+            kind.doc,
+            kind.outcomes.iter().map(|o| format!("`{o}`")).collect::<Vec<_>>().join(", ")
+        ));
+        for f in &kind.facts {
+            let default = if f.default.is_some() { " Defaults to today's date in England." } else { "" };
+            s.push_str(&format!("| `{}` | {} | {}{default} |\n", f.name, f.ty.describe(), f.help));
         }
         s.push('\n');
     }

@@ -1,31 +1,40 @@
 //! The pure decision core: compiled rule scripts in, decisions out.
 //!
-//! Nothing here touches files, the network or gRPC. [`RuleSet::compile`] takes a partnership's
-//! sources as text (see [`RuleSources`]), compiles every script to an AST once, checks it
-//! statically, and holds the result in memory; [`RuleSet::decide`] validates facts, runs the
-//! kind's AST on the hardened engine and turns what the script returns into a
-//! [`crate::model::Decision`] — or an error, never a guess.
+//! Nothing here touches files, the network, the clock or gRPC. [`RuleSet::compile`] takes a
+//! partnership's sources as text ([`RuleSources`]), compiles every script to an AST once, checks
+//! it statically against the vocabulary, and holds the result in memory; [`RuleSet::decide`]
+//! validates facts once into typed values, runs the kind's AST on the hardened engine and moves
+//! what the script built into a [`crate::model::Decision`] — or an error, never a guess.
+//!
+//! One room per job: [`sources`] (what a rule set is built from, its revision), [`compile`]
+//! (building a rule set), [`check`] (static checks), [`script_types`] (the types scripts read
+//! and build), [`result`] (from a script's result or error to the core's answer),
+//! [`diagnostics`] (the one diagnostic type), [`helpers`] (the documented helper functions).
 //!
 //! [`build_engine`] is the one place the Rhai engine is configured: strict variables, limits
-//! on operations, call depth, expression depth, string, array and map sizes, a wall-clock
-//! budget per decision via `on_progress`, no module loading (so no file access), no `eval`,
-//! and `print`/`debug` silenced.
+//! on operations, call depth, expression depth, string, array and map sizes, a CPU-time budget
+//! per decision via `on_progress`, no module loading (so no file access), no `eval`, and
+//! `print`/`debug` silenced.
 
+mod check;
+mod compile;
+pub mod diagnostics;
 pub mod helpers;
+mod result;
 mod ruleset;
+pub mod script_types;
+pub mod sources;
+mod syntax_help;
 
 use std::cell::Cell;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rhai::{Dynamic, Engine};
 
-pub use ruleset::{
-    ActionCatalogue, Diagnostic, DiagnosticSeverity, KindInfo, Metadata, RuleSet, RuleSources,
-    SourceFile, to_dynamic,
-};
+pub use diagnostics::{Diagnostic, Location};
+pub use ruleset::{KindInfo, RuleSet};
+pub use sources::{ActionCatalogue, Metadata, RuleSources, SourceFile};
 
-use crate::calendar::Calendar;
 
 /// The limits every script runs under.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,8 +53,8 @@ pub struct Limits {
     pub max_array_size: usize,
     /// Largest map a script may build.
     pub max_map_size: usize,
-    /// Wall-clock budget for one decision.
-    pub time_budget: Duration,
+    /// Budget for one decision.
+    pub cpu_budget: Duration,
 }
 
 impl Default for Limits {
@@ -58,7 +67,7 @@ impl Default for Limits {
             max_string_size: 64 * 1024,
             max_array_size: 1024,
             max_map_size: 256,
-            time_budget: Duration::from_millis(50),
+            cpu_budget: Duration::from_millis(50),
         }
     }
 }
@@ -70,8 +79,18 @@ thread_local! {
 /// The value a script's evaluation is terminated with when its wall-clock budget runs out.
 pub(crate) const TIMEOUT_TOKEN: &str = "cpc-rules: time budget exceeded";
 
+/// Whether a termination token is the budget's.
+pub(crate) fn is_budget_token(token: &Dynamic) -> bool {
+    token.clone().into_string().is_ok_and(|s| s == TIMEOUT_TOKEN)
+}
+
+/// Runs one script evaluation within the limits' budget.
+pub(crate) fn run_budgeted<T>(limits: &Limits, f: impl FnOnce() -> T) -> T {
+    with_deadline(limits.cpu_budget, f)
+}
+
 /// Runs `f` with the current thread's script deadline set to `budget` from now.
-pub(crate) fn with_deadline<T>(budget: Duration, f: impl FnOnce() -> T) -> T {
+fn with_deadline<T>(budget: Duration, f: impl FnOnce() -> T) -> T {
     struct Reset(Option<Instant>);
     impl Drop for Reset {
         fn drop(&mut self) {
@@ -83,8 +102,9 @@ pub(crate) fn with_deadline<T>(budget: Duration, f: impl FnOnce() -> T) -> T {
     f()
 }
 
-/// Builds the hardened engine every rule set runs on. The only place limits are set.
-pub fn build_engine(limits: &Limits, calendar: Arc<Calendar>) -> Engine {
+/// Builds the hardened engine every rule set runs on. The only place limits are set. The rule
+/// set then installs its helpers ([`helpers::register`], [`script_types::register`]).
+pub fn build_engine(limits: &Limits) -> Engine {
     let mut engine = Engine::new();
     engine
         .set_strict_variables(true)
@@ -104,6 +124,9 @@ pub fn build_engine(limits: &Limits, calendar: Arc<Calendar>) -> Engine {
         // engine takes, and a thread that finds it held sleeps 10 ms (see docs/performance.md).
         .set_max_strings_interned(0);
     engine.disable_symbol("eval");
+    // A script must not catch the error that refuses a missing fact and carry on with a guess.
+    engine.disable_symbol("try");
+    engine.disable_symbol("catch");
     engine.on_progress(|ops| {
         // Checking the clock every 128 operations keeps the cost negligible.
         if ops % 128 != 0 {
@@ -114,7 +137,6 @@ pub fn build_engine(limits: &Limits, calendar: Arc<Calendar>) -> Engine {
             _ => None,
         }
     });
-    helpers::register(&mut engine, calendar);
     engine
 }
 

@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, TryAcquireError};
 use tonic::{Request, Response, Status};
 
-use super::convert::{self, DecisionRequest};
+use super::convert::{self, EdgeRequest};
 use super::limits::Deadline;
 use super::metrics::{DecisionLabels, FailureLabels, KindLabels, Metrics};
 use super::pb;
@@ -34,7 +34,8 @@ use super::pb::decision_service_server::DecisionService;
 use super::pb::rules_service_server::RulesService;
 use super::status::{self, Shed};
 use crate::error::DecisionError;
-use crate::facts::{FactType, FieldViolation, Kind};
+use crate::facts::FieldViolation;
+use crate::model::IssuedDecision;
 use crate::store::RuleStore;
 
 /// How many decisions run and wait at once.
@@ -147,17 +148,36 @@ impl Decider {
     /// Makes one decision with the partnership's live rule set, off the async executor, within
     /// the queue's bounds and the call's `deadline`.
     ///
-    /// `facts_field` is where the facts sit in the request: `None` when they are the request's
-    /// own fields (typed RPCs), `Some("facts")` for `Evaluate`, so that field violations name
-    /// the request's path (`facts.age`).
-    pub async fn decide(&self, req: DecisionRequest, facts_field: Option<&'static str>, deadline: Option<Deadline>) -> Result<pb::Decision, Status> {
+    /// The partnership and kind are looked up first (`NOT_FOUND` before any fact is looked at);
+    /// the facts are then validated once, against the partnership's vocabulary, before the call
+    /// takes a slot; the edge's own problems are reported with the core's in one reply.
+    pub async fn decide(&self, req: EdgeRequest, deadline: Option<Deadline>) -> Result<pb::Decision, Status> {
         let started = Instant::now();
-        let DecisionRequest { partnership, kind, facts, case_ref } = req;
-        let log_partnership = partnership.escape_debug().to_string();
-        let log_kind = kind.escape_debug().to_string();
+        let EdgeRequest { partnership, kind, facts, case_ref, problems, facts_field } = req;
+        let log_partnership = loggable_name(&partnership);
+        let log_kind = loggable_name(&kind);
         if self.log_facts {
             tracing::info!(partnership = %log_partnership, kind = %log_kind, %case_ref, %facts, "decision requested (--log-facts)");
         }
+        let refuse = |err: DecisionError| {
+            self.log_refusal(&log_partnership, &log_kind, &err, started.elapsed().as_secs_f64() * 1000.0);
+            Err(status::to_status(&prefixed(err, facts_field)))
+        };
+        let Some(loaded) = self.store.get(&partnership) else {
+            return refuse(self.store.unknown_partnership(&partnership));
+        };
+        let today = crate::clock::today_in_england();
+        let facts = match (loaded.set.facts(&kind, &facts, today), problems.is_empty()) {
+            (Ok(f), true) => f,
+            (Ok(_), false) => return refuse(DecisionError::InvalidFacts(problems)),
+            (Err(DecisionError::InvalidFacts(core)), _) => {
+                let mut all = problems;
+                let extra: Vec<FieldViolation> = core.into_iter().filter(|c| !all.iter().any(|v| convert::covers(&v.field, &c.field))).collect();
+                all.extend(extra);
+                return refuse(DecisionError::InvalidFacts(all));
+            }
+            (Err(e), _) => return refuse(e),
+        };
         let slot = match self.slot(deadline).await {
             Ok(slot) => slot,
             Err(refusal) => {
@@ -168,11 +188,9 @@ impl Decider {
         if deadline.is_some_and(Deadline::passed) {
             return Err(status::deadline_exceeded("while waiting for a decision slot"));
         }
-        let store = Arc::clone(&self.store);
-        let (p, k) = (partnership.clone(), kind.clone());
         let task = tokio::task::spawn_blocking(move || {
             let _slot = slot;
-            store.decide(&p, &k, &facts)
+            loaded.set.decide_facts(&facts)
         });
         let joined = match deadline {
             None => task.await,
@@ -188,39 +206,34 @@ impl Decider {
         let latency_ms = elapsed.as_secs_f64() * 1000.0;
         match joined {
             Ok(Ok(decision)) => {
+                let issued = IssuedDecision::stamp(decision, crate::clock::now());
+                let d = &issued.decision;
                 tracing::info!(
                     partnership = %log_partnership,
                     kind = %log_kind,
-                    outcome = %decision.outcome,
-                    revision = %decision.rules_revision,
-                    decision_id = %decision.decision_id,
+                    outcome = %d.outcome,
+                    revision = %d.rules_revision,
+                    decision_id = %issued.decision_id,
                     latency_ms,
                     "decision made"
                 );
                 self.metrics
                     .decisions
-                    .get_or_create(&DecisionLabels { partnership: partnership.clone(), kind: kind.clone(), outcome: decision.outcome.clone() })
+                    .get_or_create(&DecisionLabels { partnership: partnership.clone(), kind: kind.clone(), outcome: d.outcome.clone() })
                     .inc();
                 self.metrics.decision_duration.get_or_create(&KindLabels { partnership, kind }).observe(elapsed.as_secs_f64());
-                let mut out = pb::Decision::from(decision);
+                let mut out = pb::Decision::from(issued);
                 out.case_ref = case_ref;
                 Ok(out)
             }
             Ok(Err(err)) => {
-                self.log_refusal(&log_partnership, &log_kind, &err, latency_ms);
                 if let DecisionError::Script { failure, .. } = &err {
                     self.metrics
                         .decision_failures
                         .get_or_create(&FailureLabels { partnership, kind, reason: status::script_reason(*failure).to_string() })
                         .inc();
                 }
-                let err = match (err, facts_field) {
-                    (DecisionError::InvalidFacts(v), Some(prefix)) => {
-                        DecisionError::InvalidFacts(v.into_iter().map(|f| convert::prefix_violation(prefix, f)).collect())
-                    }
-                    (err, _) => err,
-                };
-                Err(status::to_status(&err))
+                refuse(err)
             }
             Err(join) => {
                 tracing::error!(partnership = %log_partnership, kind = %log_kind, latency_ms, error = %join, "decision task failed; no decision was made");
@@ -235,7 +248,10 @@ impl Decider {
                 let fields = loggable_fields(v, self.log_facts);
                 tracing::info!(%partnership, %kind, ?fields, latency_ms, "request refused: invalid facts");
             }
-            DecisionError::UnknownPartnership(_) => tracing::info!(%partnership, %kind, latency_ms, "request refused: unknown partnership"),
+            DecisionError::MissingFact { fact, location, .. } => {
+                tracing::info!(%partnership, %kind, fact = %loggable_name(fact), %location, latency_ms, "request refused: a fact the rules read was not given");
+            }
+            DecisionError::UnknownPartnership { .. } => tracing::info!(%partnership, %kind, latency_ms, "request refused: unknown partnership"),
             DecisionError::UnknownKind { .. } => tracing::info!(%partnership, %kind, latency_ms, "request refused: unknown decision kind"),
             DecisionError::Script { failure, location, message } if self.log_facts => tracing::error!(
                 %partnership,
@@ -265,22 +281,42 @@ impl Decider {
     }
 }
 
-/// Every name a request field path may be made of: request fields and every built-in kind's
-/// facts. A path with any other name (an `Evaluate` fact key the caller made up, which could be
-/// anything) is logged as `<redacted>`.
+/// A caller-chosen name (partnership, kind, fact) as it may appear in a log: escaped and
+/// truncated, so a caller cannot forge log lines or flood them.
+pub(crate) fn loggable_name(name: &str) -> String {
+    const MAX: usize = 64;
+    let mut out: String = name.chars().take(MAX).collect::<String>().escape_debug().to_string();
+    if name.chars().count() > MAX {
+        out.push('…');
+    }
+    out
+}
+
+/// A violation's field, as a log may show it: known names only. A path with any other name (an
+/// `Evaluate` fact key the caller made up, which could be anything) is logged as `<redacted>`.
 fn known_name(name: &str) -> bool {
     const REQUEST_FIELDS: [&str; 6] = ["partnership", "kind", "case_ref", "facts", "partnerships", "…"];
-    fn in_schema(specs: &[crate::facts::FactSpec], name: &str) -> bool {
-        specs.iter().any(|s| {
-            s.name == name
-                || match s.ty {
-                    FactType::Object(inner) => in_schema(inner, name),
-                    FactType::List(FactType::Object(inner)) => in_schema(inner, name),
-                    _ => false,
-                }
-        })
+    REQUEST_FIELDS.contains(&name) || name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_') && name.len() <= 40 && KNOWN_FACTS.contains(&name)
+}
+
+/// Fact names of the bundled vocabulary (and the field names of its objects).
+const KNOWN_FACTS: &[&str] = &[
+    "role", "session", "wishes_to_give_views", "intends_to_attend", "grounds", "age", "sufficient_understanding", "wishes_to_attend",
+    "sensitive_information", "conference_type", "significant_harm", "categories", "needs_support", "early_help_appropriate",
+    "conference_date", "first_review", "safety_scores", "complainant", "category", "description", "stage1_completed",
+    "states_criteria_aspects", "still_dissatisfied", "solution_sought", "strategy_discussion_date", "initial_conference_date",
+    "last_review_date", "as_of", "first_language_english", "needs_other_format",
+];
+
+/// The error with its violations named by their path in the request.
+fn prefixed(err: DecisionError, facts_field: Option<&str>) -> DecisionError {
+    match (err, facts_field) {
+        (DecisionError::InvalidFacts(v), Some(prefix)) => DecisionError::InvalidFacts(v.into_iter().map(|f| convert::prefix_violation(prefix, f)).collect()),
+        (DecisionError::MissingFact { fact, location, source_line }, Some(prefix)) => {
+            DecisionError::MissingFact { fact: format!("{prefix}.{fact}"), location, source_line }
+        }
+        (err, _) => err,
     }
-    REQUEST_FIELDS.contains(&name) || Kind::ALL.iter().any(|k| in_schema(k.schema(), name))
 }
 
 fn loggable_fields(violations: &[FieldViolation], log_facts: bool) -> Vec<String> {
@@ -310,11 +346,11 @@ impl DecisionApi {
 
     async fn typed<R>(&self, request: Request<R>) -> Result<Response<pb::Decision>, Status>
     where
-        DecisionRequest: TryFrom<R, Error = Vec<FieldViolation>>,
+        EdgeRequest: TryFrom<R, Error = Vec<FieldViolation>>,
     {
         let deadline = request.extensions().get::<Deadline>().copied();
-        let req = DecisionRequest::try_from(request.into_inner()).map_err(|v| self.decider.refused(v))?;
-        self.decider.decide(req, None, deadline).await.map(Response::new)
+        let req = EdgeRequest::try_from(request.into_inner()).map_err(|v| self.decider.refused(v))?;
+        self.decider.decide(req, deadline).await.map(Response::new)
     }
 }
 
@@ -352,8 +388,8 @@ impl DecisionService for DecisionApi {
 
     async fn evaluate(&self, request: Request<pb::EvaluateRequest>) -> Result<Response<pb::Decision>, Status> {
         let deadline = request.extensions().get::<Deadline>().copied();
-        let req = DecisionRequest::try_from(request.into_inner()).map_err(|v| self.decider.refused(v))?;
-        self.decider.decide(req, Some("facts"), deadline).await.map(Response::new)
+        let req = EdgeRequest::try_from(request.into_inner()).map_err(|v| self.decider.refused(v))?;
+        self.decider.decide(req, deadline).await.map(Response::new)
     }
 }
 
@@ -385,8 +421,8 @@ impl RulesService for RulesApi {
                 let kinds = self
                     .store
                     .get(&info.id)
-                    .filter(|l| l.set.revision() == info.revision)
-                    .map(|l| l.set.kinds().map(pb::DecisionKind::from).collect());
+                    .map(|l| l.set.kinds().map(pb::DecisionKind::from).collect())
+                    .unwrap_or_default();
                 convert::partnership_info(info, kinds)
             })
             .collect();

@@ -72,21 +72,27 @@ pub fn invalid_argument(violations: &[FieldViolation]) -> Status {
 pub fn to_status(err: &DecisionError) -> Status {
     match err {
         DecisionError::InvalidFacts(violations) => invalid_argument(violations),
-        DecisionError::UnknownPartnership(id) => Status::with_error_details(
-            Code::NotFound,
-            err.to_string(),
-            ErrorDetails::with_resource_info("partnership", id.clone(), "", "no partnership with this id is loaded; see RulesService.ListPartnerships"),
-        ),
-        DecisionError::UnknownKind { partnership, kind } => Status::with_error_details(
-            Code::NotFound,
-            err.to_string(),
-            ErrorDetails::with_resource_info(
+        DecisionError::MissingFact { .. } => invalid_argument(&err.violations()),
+        DecisionError::UnknownPartnership { id, suggestion, known } => {
+            let mut details = ErrorDetails::with_resource_info(
+                "partnership",
+                shorten(id),
+                "",
+                format!("no partnership with this id is loaded; known ids: {}", known.join(", ")),
+            );
+            details.set_error_info("UNKNOWN_PARTNERSHIP", ERROR_DOMAIN, not_found_metadata(suggestion, known));
+            Status::with_error_details(Code::NotFound, not_found_message("partnership", id, suggestion), details)
+        }
+        DecisionError::UnknownKind { partnership, kind, suggestion, known } => {
+            let mut details = ErrorDetails::with_resource_info(
                 "decision_kind",
-                kind.clone(),
+                shorten(kind),
                 partnership.clone(),
-                "the partnership has no rules for this decision kind; see RulesService.ListPartnerships",
-            ),
-        ),
+                format!("the partnership has no rules for this decision kind; its kinds: {}", known.join(", ")),
+            );
+            details.set_error_info("UNKNOWN_KIND", ERROR_DOMAIN, not_found_metadata(suggestion, known));
+            Status::with_error_details(Code::NotFound, not_found_message(&format!("decision kind of `{partnership}`"), kind, suggestion), details)
+        }
         DecisionError::Script { failure, location, message } => {
             let mut metadata = HashMap::from([("file".to_string(), location.file.clone())]);
             if let Some(line) = location.line {
@@ -102,6 +108,26 @@ pub fn to_status(err: &DecisionError) -> Status {
             )
         }
     }
+}
+
+/// A caller-chosen name, truncated for a reply.
+fn shorten(s: &str) -> String {
+    if s.chars().count() > 64 { format!("{}…", s.chars().take(64).collect::<String>()) } else { s.to_string() }
+}
+
+fn not_found_message(what: &str, asked: &str, suggestion: &Option<String>) -> String {
+    match suggestion {
+        Some(s) => format!("unknown {what} `{}`; did you mean `{s}`?", shorten(asked)),
+        None => format!("unknown {what} `{}`", shorten(asked)),
+    }
+}
+
+fn not_found_metadata(suggestion: &Option<String>, known: &[String]) -> HashMap<String, String> {
+    let mut m = HashMap::from([("known".to_string(), known.join(","))]);
+    if let Some(s) = suggestion {
+        m.insert("did_you_mean".into(), s.clone());
+    }
+    m
 }
 
 impl From<DecisionError> for Status {

@@ -21,12 +21,11 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
-use serde_json::Value;
 
-use crate::cases::{Case, CaseResult, parse_cases, run_case};
-use crate::engine::{Diagnostic, DiagnosticSeverity, Limits, RuleSet, RuleSources, SourceFile};
+use crate::cases::{Case, CaseResult};
+use crate::engine::{Diagnostic, Limits, RuleSet, RuleSources, SourceFile};
 use crate::error::DecisionError;
-use crate::model::{Decision, PartnershipInfo, ReloadFailure};
+use crate::model::{Decision, DecisionRequest, PartnershipInfo, ReloadFailure};
 
 /// A live rule set with what it was checked against.
 #[derive(Debug)]
@@ -35,8 +34,8 @@ pub struct Loaded {
     pub set: RuleSet,
     /// Its test cases (all of which passed when it went live).
     pub cases: Vec<Case>,
-    /// When it went live (RFC 3339).
-    pub loaded_at: String,
+    /// When it went live.
+    pub loaded_at: chrono::DateTime<chrono::Utc>,
 }
 
 /// Why a partnership's rule set was refused.
@@ -97,16 +96,9 @@ fn rel(root: &Path, p: &Path) -> String {
 }
 
 fn read(root: &Path, p: &Path) -> Result<SourceFile, Diagnostic> {
-    std::fs::read_to_string(p).map(|text| SourceFile { path: rel(root, p), text }).map_err(|e| Diagnostic {
-        severity: DiagnosticSeverity::Error,
-        code: "io",
-        file: rel(root, p),
-        line: None,
-        column: None,
-        message: format!("cannot read: {e}"),
-        help: None,
-        source_line: None,
-    })
+    std::fs::read_to_string(p)
+        .map(|text| SourceFile { path: rel(root, p), text })
+        .map_err(|e| Diagnostic::whole_file("io", rel(root, p), format!("cannot read: {e}")))
 }
 
 fn list(dir: &Path, ext: &str) -> Vec<PathBuf> {
@@ -128,8 +120,8 @@ pub fn partnership_ids(root: &Path) -> std::io::Result<Vec<String>> {
     Ok(ids)
 }
 
-/// Reads, compiles, checks and tests one partnership from disk.
-pub fn build(root: &Path, id: &str, limits: &Limits) -> Build {
+/// Reads one partnership's sources from disk: every problem reading them is a diagnostic.
+pub fn read_sources(root: &Path, id: &str) -> Result<RuleSources, Vec<Diagnostic>> {
     let mut diagnostics = Vec::new();
     let mut ok = |r: Result<SourceFile, Diagnostic>| match r {
         Ok(f) => Some(f),
@@ -142,29 +134,23 @@ pub fn build(root: &Path, id: &str, limits: &Limits) -> Build {
     let metadata = ok(read(root, &dir.join("partnership.toml")));
     let calendar = ok(read(root, &root.join("calendar").join("bank-holidays.toml")));
     let actions = ok(read(root, &root.join("actions.toml")));
+    let vocabulary = ok(read(root, &root.join("vocabulary.toml")));
     let scripts: Vec<SourceFile> = list(&dir, "rhai").iter().filter_map(|p| ok(read(root, p))).collect();
     let shared: Vec<SourceFile> = list(&root.join("shared"), "rhai").iter().filter_map(|p| ok(read(root, p))).collect();
-    let case_files: Vec<SourceFile> = list(&dir.join("tests"), "toml").iter().filter_map(|p| ok(read(root, p))).collect();
-    let mut cases = Vec::new();
-    for f in &case_files {
-        match parse_cases(f) {
-            Ok(c) => cases.extend(c),
-            Err(d) => diagnostics.extend(d),
+    let cases: Vec<SourceFile> = list(&dir.join("tests"), "toml").iter().filter_map(|p| ok(read(root, p))).collect();
+    match (metadata, calendar, actions, vocabulary) {
+        (Some(metadata), Some(calendar), Some(actions), Some(vocabulary)) if diagnostics.is_empty() => {
+            Ok(RuleSources { id: id.to_string(), metadata, scripts, shared, calendar, actions, vocabulary, cases })
         }
+        _ => Err(diagnostics),
     }
-    let (Some(metadata), Some(calendar), Some(actions)) = (metadata, calendar, actions) else {
-        return Build { id: id.to_string(), set: None, diagnostics, results: Vec::new(), cases };
-    };
-    let sources = RuleSources { id: id.to_string(), metadata, scripts, shared, calendar, actions };
-    match RuleSet::compile(&sources, limits) {
-        Ok(set) => {
-            let results = cases.iter().map(|c| run_case(&set, c)).collect();
-            Build { id: id.to_string(), set: Some(set), diagnostics, results, cases }
-        }
-        Err(d) => {
-            diagnostics.extend(d);
-            Build { id: id.to_string(), set: None, diagnostics, results: Vec::new(), cases }
-        }
+}
+
+/// Reads, compiles, checks and tests one partnership from disk.
+pub fn build(root: &Path, id: &str, limits: &Limits) -> Build {
+    match read_sources(root, id) {
+        Ok(sources) => gate::gate(&sources, limits),
+        Err(diagnostics) => Build { id: id.to_string(), set: None, diagnostics, results: Vec::new(), cases: Vec::new() },
     }
 }
 
@@ -199,8 +185,8 @@ impl std::fmt::Debug for RuleStore {
     }
 }
 
-fn now() -> String {
-    chrono::DateTime::<chrono::Utc>::from(std::time::SystemTime::now()).to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+fn now() -> chrono::DateTime<chrono::Utc> {
+    chrono::DateTime::<chrono::Utc>::from(std::time::SystemTime::now())
 }
 
 impl RuleStore {
@@ -211,16 +197,8 @@ impl RuleStore {
         let ids = partnership_ids(&root).map_err(|e| {
             vec![Refusal {
                 partnership: "*".into(),
-                diagnostics: vec![Diagnostic {
-                    severity: DiagnosticSeverity::Error,
-                    code: "io",
-                    file: root.display().to_string(),
-                    line: None,
-                    column: None,
-                    message: format!("cannot read the rules folder: {e}"),
-                    help: None,
-                    source_line: None,
-                }],
+                diagnostics: vec![Diagnostic::whole_file("io", root.display().to_string(), format!("cannot read the rules folder: {e}"))
+                    .with_help("run from the project folder, or pass the rules folder with --rules <path>")],
                 failed_cases: Vec::new(),
             }]
         })?;
@@ -242,16 +220,8 @@ impl RuleStore {
         if sets.is_empty() {
             return Err(vec![Refusal {
                 partnership: "*".into(),
-                diagnostics: vec![Diagnostic {
-                    severity: DiagnosticSeverity::Error,
-                    code: "empty",
-                    file: root.display().to_string(),
-                    line: None,
-                    column: None,
-                    message: "no partnership folders (with a partnership.toml) were found".into(),
-                    help: None,
-                    source_line: None,
-                }],
+                diagnostics: vec![Diagnostic::whole_file("empty", root.display().to_string(), "no partnership folders (with a partnership.toml) were found")
+                    .with_help("pass the rules folder (the one holding vocabulary.toml and a folder per partnership) with --rules <path>")],
                 failed_cases: Vec::new(),
             }]);
         }
@@ -279,9 +249,19 @@ impl RuleStore {
     }
 
     /// Makes a decision with the partnership's live rule set.
-    pub fn decide(&self, partnership: &str, kind: &str, facts: &Value) -> Result<Decision, DecisionError> {
-        let loaded = self.get(partnership).ok_or_else(|| DecisionError::UnknownPartnership(partnership.to_string()))?;
-        loaded.set.decide(kind, facts)
+    pub fn decide(&self, req: &DecisionRequest) -> Result<Decision, DecisionError> {
+        let loaded = self.get(&req.partnership).ok_or_else(|| self.unknown_partnership(&req.partnership))?;
+        loaded.set.decide(req)
+    }
+
+    /// The unknown-partnership error for `id`, with a did-you-mean and the ids there are.
+    pub fn unknown_partnership(&self, id: &str) -> DecisionError {
+        let known = self.ids();
+        DecisionError::UnknownPartnership {
+            id: id.to_string(),
+            suggestion: crate::suggest::did_you_mean(id, known.iter().map(String::as_str)).map(str::to_string),
+            known,
+        }
     }
 
     /// What `ListPartnerships` reports.
@@ -298,7 +278,7 @@ impl RuleStore {
                     revision: l.set.revision().to_string(),
                     kinds: l.set.kinds().map(|k| k.name.clone()).collect(),
                     documents: m.documents.clone(),
-                    loaded_at: l.loaded_at.clone(),
+                    loaded_at: l.loaded_at,
                     last_failure: failures.get(&m.id).cloned(),
                 }
             })
@@ -359,4 +339,6 @@ impl RuleStore {
     }
 }
 
+mod gate;
+pub use gate::gate;
 pub mod watch;

@@ -7,8 +7,8 @@
 
 use serde::Deserialize;
 
-use crate::cases::toml_to_json;
-use crate::engine::RuleSet;
+use cpc_rules::cases::toml_to_json;
+use cpc_rules::engine::RuleSet;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -37,13 +37,19 @@ pub fn parse_scenarios(text: &str) -> Result<Vec<Scenario>, String> {
 }
 
 fn cell(set: &RuleSet, s: &Scenario) -> String {
-    match set.decide(&s.kind, &toml_to_json(s.facts.clone())) {
+    let req = cpc_rules::model::DecisionRequest {
+        partnership: set.id().to_string(),
+        kind: s.kind.clone(),
+        facts: toml_to_json(s.facts.clone()),
+        today: cpc_rules::cases::CASE_TODAY,
+    };
+    match set.decide(&req) {
         Err(e) => format!("error: {e}"),
         Ok(d) if s.show.as_deref() == Some("actions") => {
             let acts: Vec<String> = d
                 .actions
                 .iter()
-                .map(|a| match &a.due_date {
+                .map(|a| match a.due_date {
                     Some(due) => format!("{} {}", a.code, due),
                     None => a.code.clone(),
                 })
@@ -90,10 +96,10 @@ pub fn markdown(partnerships: &[(&RuleSet, usize)], scenarios: &[Scenario]) -> S
 /// Builds every partnership in `root` and renders the table (what `cpc-rules matrix` prints and
 /// the README must contain). Fails with the problems if any partnership does not build.
 pub fn render_from_disk(root: &std::path::Path) -> Result<String, Vec<String>> {
-    let limits = crate::engine::Limits::default();
-    let ids = crate::store::partnership_ids(root).map_err(|e| vec![e.to_string()])?;
-    let builds: Vec<_> = ids.iter().map(|id| crate::store::build(root, id, &limits)).collect();
-    let problems: Vec<String> = builds.iter().flat_map(|b| b.diagnostics.iter().map(crate::engine::Diagnostic::one_line)).collect();
+    let limits = cpc_rules::engine::Limits::default();
+    let ids = cpc_rules::store::partnership_ids(root).map_err(|e| vec![e.to_string()])?;
+    let builds: Vec<_> = ids.iter().map(|id| cpc_rules::store::build(root, id, &limits)).collect();
+    let problems: Vec<String> = builds.iter().flat_map(|b| b.diagnostics.iter().map(cpc_rules::engine::Diagnostic::one_line)).collect();
     if !problems.is_empty() {
         return Err(problems);
     }

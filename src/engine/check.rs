@@ -1,0 +1,293 @@
+//! Static checks of a compiled script, against the rule set and its vocabulary.
+//!
+//! A policy lead's mistake should be caught where it was made, before any test runs: a helper
+//! that does not exist, an outcome, section, action code or responsible party the rule set does
+//! not know, a fact the kind does not have, a comparison of a fact with a code it can never
+//! hold, or a constant of the wrong type compared with a fact. Every problem is reported, each
+//! at its file, line and column with a hint, and the checker also records which facts a
+//! script reads, for the documentation of what each call needs.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use rhai::{AST, ASTNode, Expr, Position, Stmt};
+
+use super::diagnostics::Diagnostic;
+use super::sources::{ActionCatalogue, SourceFile};
+use crate::suggest::did_you_mean;
+use crate::vocabulary::{FactType, KindSchema};
+
+/// Names callable from any script without being helpers (Rhai's intrinsics).
+pub(super) const INTRINSICS: &[&str] =
+    &["print", "debug", "type_of", "Fn", "call", "curry", "is_def_var", "is_def_fn", "is_shared", "throw"];
+
+/// A literal's type, as far as the checker can tell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Lit {
+    Text,
+    Number,
+    Bool,
+}
+
+impl Lit {
+    fn name(self) -> &'static str {
+        match self {
+            Lit::Text => "text",
+            Lit::Number => "number",
+            Lit::Bool => "true/false",
+        }
+    }
+}
+
+pub(super) struct Checker<'a> {
+    pub(super) file: &'a SourceFile,
+    pub(super) schema: &'a KindSchema,
+    pub(super) known_fns: &'a BTreeSet<String>,
+    pub(super) sections: &'a HashMap<String, String>,
+    pub(super) actions: &'a ActionCatalogue,
+}
+
+impl Checker<'_> {
+    /// Checks `ast`, adding every problem to `diags`; returns the facts the script reads.
+    pub(super) fn check(&self, ast: &AST, diags: &mut Vec<Diagnostic>) -> Vec<String> {
+        let local_fns: BTreeSet<String> = ast.iter_functions().map(|f| f.name.to_string()).collect();
+        let consts = top_level_constants(ast);
+        let mut reads = BTreeSet::new();
+        ast.walk(&mut |path: &[ASTNode]| {
+            match path.last() {
+                Some(ASTNode::Expr(Expr::FnCall(call, pos))) if call.namespace.is_empty() => {
+                    if call.op_token.is_none() {
+                        self.check_call(call.name.as_str(), &call.args, *pos, &local_fns, diags);
+                    }
+                    self.check_comparison(call.name.as_str(), &call.args, &consts, diags);
+                }
+                Some(ASTNode::Stmt(Stmt::FnCall(call, pos))) if call.op_token.is_none() && call.namespace.is_empty() => {
+                    self.check_call(call.name.as_str(), &call.args, *pos, &local_fns, diags);
+                }
+                Some(ASTNode::Expr(Expr::MethodCall(call, pos))) => {
+                    if !self.known_fns.contains(call.name.as_str()) && !local_fns.contains(call.name.as_str()) {
+                        self.unknown_fn(call.name.as_str(), *pos, &local_fns, diags);
+                    }
+                }
+                Some(ASTNode::Expr(Expr::Dot(bin, _, _))) => {
+                    if let Some((name, pos)) = fact_of(&bin.lhs, &bin.rhs) {
+                        if self.check_fact(&name, pos, diags) {
+                            reads.insert(name.clone());
+                            self.check_method_on_fact(&name, &bin.rhs, diags);
+                        }
+                    }
+                }
+                Some(ASTNode::Expr(Expr::Index(bin, _, _))) => {
+                    if let (Expr::Variable(v, _, _), Expr::StringConstant(s, pos)) = (&bin.lhs, &bin.rhs) {
+                        if v.1.as_str() == "facts" && self.check_fact(s, *pos, diags) {
+                            reads.insert(s.to_string());
+                        }
+                    }
+                }
+                _ => {}
+            }
+            true
+        });
+        reads.into_iter().collect()
+    }
+
+    fn unknown_fn(&self, name: &str, pos: Position, local: &BTreeSet<String>, diags: &mut Vec<Diagnostic>) {
+        let candidates = super::helpers::HELPERS
+            .iter()
+            .map(|h| h.name)
+            .chain(local.iter().map(String::as_str))
+            .chain(self.known_fns.iter().map(String::as_str));
+        let help = did_you_mean(name, candidates).map(|s| format!("did you mean `{s}`?"));
+        diags.push(Diagnostic::rhai("unknown-helper", self.file, pos, format!("there is no helper or function called `{name}`")).with_help_opt(help));
+    }
+
+    fn check_call(&self, name: &str, args: &[Expr], pos: Position, local: &BTreeSet<String>, diags: &mut Vec<Diagnostic>) {
+        if name.chars().next().is_some_and(|c| !c.is_alphabetic() && c != '_') {
+            return;
+        }
+        if !self.known_fns.contains(name) && !local.contains(name) {
+            self.unknown_fn(name, pos, local, diags);
+            return;
+        }
+        let outcomes = &self.schema.outcomes;
+        match (name, args) {
+            ("decide", [Expr::StringConstant(outcome, p), ..]) if !outcomes.iter().any(|o| o == outcome.as_str()) => {
+                let help = did_you_mean(outcome, outcomes.iter().map(String::as_str))
+                    .map(|s| format!("did you mean `{s}`?"))
+                    .unwrap_or_else(|| format!("`{}` outcomes are: {}", self.schema.name, outcomes.join(", ")));
+                diags.push(Diagnostic::rhai("unknown-outcome", self.file, *p, format!("`{outcome}` is not an outcome of `{}`", self.schema.name)).with_help(help));
+            }
+            ("reason" | "assumption", [_, Expr::StringConstant(section, p), ..]) if !self.sections.contains_key(section.as_str()) => {
+                let help = did_you_mean(section, self.sections.keys().map(String::as_str))
+                    .map(|s| format!("did you mean `{s}`?"))
+                    .unwrap_or_else(|| "cite a section heading listed under [[documents]] in partnership.toml".into());
+                diags.push(Diagnostic::rhai("unknown-section", self.file, *p, format!("section `{section}` is not listed in partnership.toml")).with_help(help));
+            }
+            ("action", [first, rest @ ..]) => {
+                if let Expr::StringConstant(code, p) = first {
+                    if !self.actions.codes.contains_key(code.as_str()) {
+                        let help = did_you_mean(code, self.actions.codes.keys().map(String::as_str))
+                            .map(|s| format!("did you mean `{s}`?"))
+                            .unwrap_or_else(|| "add new action codes to rules/actions.toml".into());
+                        diags.push(Diagnostic::rhai("unknown-action", self.file, *p, format!("action code `{code}` is not listed in actions.toml")).with_help(help));
+                    }
+                }
+                if let Some(Expr::StringConstant(who, p)) = rest.last() {
+                    if !self.actions.responsible.is_empty() && !self.actions.responsible.contains_key(who.as_str()) {
+                        let help = did_you_mean(who, self.actions.responsible.keys().map(String::as_str))
+                            .map(|s| format!("did you mean `{s}`?"))
+                            .unwrap_or_else(|| "add who is responsible under [responsible] in rules/actions.toml".into());
+                        diags.push(
+                            Diagnostic::rhai("unknown-responsible", self.file, *p, format!("`{who}` is not listed under [responsible] in actions.toml")).with_help(help),
+                        );
+                    }
+                }
+            }
+            ("contains", [target, Expr::StringConstant(code, p)]) => {
+                // `"code" in facts.list`
+                if let Expr::Dot(bin, _, _) = target {
+                    if let Some((fact, _)) = fact_of(&bin.lhs, &bin.rhs) {
+                        self.check_code(&fact, code, *p, true, diags);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Whether `name` is a fact of the kind; reports it when not.
+    fn check_fact(&self, name: &str, pos: Position, diags: &mut Vec<Diagnostic>) -> bool {
+        if self.schema.fact(name).is_some() {
+            return true;
+        }
+        let names = || self.schema.facts.iter().map(|s| s.name.as_str());
+        let help = did_you_mean(name, names())
+            .map(|s| format!("did you mean `facts.{s}`?"))
+            .unwrap_or_else(|| format!("`{}` facts are: {} (declare new facts in the vocabulary)", self.schema.name, names().collect::<Vec<_>>().join(", ")));
+        diags.push(Diagnostic::rhai("unknown-fact", self.file, pos, format!("`{name}` is not a fact of `{}`", self.schema.name)).with_help(help));
+        false
+    }
+
+    /// `facts.list.contains("code")` with a code the list can never hold.
+    fn check_method_on_fact(&self, fact: &str, rhs: &Expr, diags: &mut Vec<Diagnostic>) {
+        let Expr::Dot(b, _, _) = rhs else { return };
+        if let Expr::MethodCall(call, _) = &b.rhs {
+            if call.name.as_str() == "contains" {
+                if let [Expr::StringConstant(code, p)] = call.args.as_ref() {
+                    self.check_code(fact, code, *p, true, diags);
+                }
+            }
+        }
+    }
+
+    /// A code compared with (or looked for in) a code fact must be one of its list.
+    fn check_code(&self, fact: &str, code: &str, pos: Position, in_list: bool, diags: &mut Vec<Diagnostic>) {
+        let Some((_, spec)) = self.schema.fact(fact) else { return };
+        let list = match (&spec.ty, in_list) {
+            (FactType::Code(l), false) => l,
+            (FactType::List { item, .. }, true) => match &**item {
+                FactType::Code(l) => l,
+                _ => return,
+            },
+            _ => return,
+        };
+        if list.contains(code) {
+            return;
+        }
+        let help = did_you_mean(code, list.codes()).map(|s| format!("did you mean `{s}`?")).unwrap_or_else(|| {
+            format!("`{}` codes are: {} (a partnership adds a code under [codes] in partnership.toml)", list.name, list.codes().collect::<Vec<_>>().join(", "))
+        });
+        diags.push(
+            Diagnostic::rhai("unknown-code", self.file, pos, format!("`facts.{fact}` can never be `{code}`: it is not a `{}` code", list.name)).with_help(help),
+        );
+    }
+
+    /// Comparisons between a fact and a literal or a constant: the types must agree, and a
+    /// code must be one the fact can hold.
+    fn check_comparison(&self, op: &str, args: &[Expr], consts: &BTreeMap<String, (Lit, Position)>, diags: &mut Vec<Diagnostic>) {
+        if !matches!(op, "==" | "!=" | "<" | ">" | "<=" | ">=") {
+            return;
+        }
+        let [a, b] = args else { return };
+        for (fact_side, other) in [(a, b), (b, a)] {
+            let Expr::Dot(bin, _, _) = fact_side else { continue };
+            let Some((fact, _)) = fact_of(&bin.lhs, &bin.rhs) else { continue };
+            if !matches!(bin.rhs, Expr::Property(..)) {
+                continue;
+            }
+            let Some((_, spec)) = self.schema.fact(&fact) else { continue };
+            let (lit, pos, what) = match other {
+                Expr::StringConstant(s, p) => {
+                    if matches!(op, "==" | "!=") {
+                        self.check_code(&fact, s, *p, false, diags);
+                    }
+                    (Lit::Text, *p, format!("\"{s}\""))
+                }
+                Expr::IntegerConstant(i, p) => (Lit::Number, *p, i.to_string()),
+                Expr::BoolConstant(v, p) => (Lit::Bool, *p, v.to_string()),
+                Expr::Variable(v, _, p) => match consts.get(v.1.as_str()) {
+                    Some((lit, _)) => (*lit, *p, format!("the constant `{}`", v.1)),
+                    None => continue,
+                },
+                _ => continue,
+            };
+            let expected = match spec.ty {
+                FactType::Bool => Lit::Bool,
+                FactType::Int { .. } => Lit::Number,
+                FactType::Date | FactType::Text { .. } | FactType::Code(_) => Lit::Text,
+                _ => continue,
+            };
+            if lit != expected {
+                diags.push(
+                    Diagnostic::rhai(
+                        "type-mismatch",
+                        self.file,
+                        pos,
+                        format!("`facts.{fact}` is {} but is compared with {what}, which is {}", expected.name(), lit.name()),
+                    )
+                    .with_help(match (expected, lit) {
+                        (Lit::Number, Lit::Text) => "write the number without quotes, e.g. `const OLDER_CHILD_AGE = 12;`".to_string(),
+                        (Lit::Text, _) => "write the code in quotes, e.g. \"parent\"".to_string(),
+                        _ => format!("compare it with {}", expected.name()),
+                    }),
+                );
+            }
+        }
+    }
+}
+
+/// `facts.<name>…` → the fact's name and position.
+fn fact_of(lhs: &Expr, rhs: &Expr) -> Option<(String, Position)> {
+    let Expr::Variable(v, _, _) = lhs else { return None };
+    if v.1.as_str() != "facts" {
+        return None;
+    }
+    match rhs {
+        Expr::Property(p, pos) => Some((p.2.to_string(), *pos)),
+        Expr::Index(b, _, _) | Expr::Dot(b, _, _) => match &b.lhs {
+            Expr::Property(p, pos) => Some((p.2.to_string(), *pos)),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// `const NAME = <literal>;` at the top of a script.
+fn top_level_constants(ast: &AST) -> BTreeMap<String, (Lit, Position)> {
+    let mut out = BTreeMap::new();
+    for stmt in ast.statements() {
+        if let Stmt::Var(x, options, pos) = stmt {
+            if options.contains(rhai::ASTFlags::CONSTANT) {
+                let lit = match &x.1 {
+                    Expr::StringConstant(..) => Some(Lit::Text),
+                    Expr::IntegerConstant(..) => Some(Lit::Number),
+                    Expr::BoolConstant(..) => Some(Lit::Bool),
+                    _ => None,
+                };
+                if let Some(lit) = lit {
+                    out.insert(x.0.name.to_string(), (lit, *pos));
+                }
+            }
+        }
+    }
+    out
+}
