@@ -59,6 +59,20 @@ impl Kind {
     pub fn parse(name: &str) -> Option<Kind> {
         Kind::ALL.into_iter().find(|k| k.as_str() == name)
     }
+
+    /// The outcome codes of the API contract (the proto documents each). The vocabulary must
+    /// declare exactly these for a built-in kind: a rule set whose vocabulary differs is
+    /// refused, so an edit cannot silently break what case systems act on.
+    pub fn outcomes(self) -> &'static [&'static str] {
+        match self {
+            Kind::Attendance => &["attend", "attend_as_supporter", "attend_part", "not_invited", "proceed_without"],
+            Kind::Exclusion => &["exclude", "exclude_part", "do_not_exclude"],
+            Kind::ChildInvitation => &["invite", "invite_part", "represent_views"],
+            Kind::PlanType => &["child_protection_plan", "child_in_need_plan", "family_early_help_plan", "no_plan"],
+            Kind::ComplaintEligibility => &["eligible", "partly_eligible", "not_eligible", "premature", "incomplete"],
+            Kind::Timescales => &["on_track", "overdue"],
+        }
+    }
 }
 
 /// One problem with one field of a request.

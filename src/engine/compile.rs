@@ -85,6 +85,21 @@ impl RuleSet {
             }
             _ => None,
         };
+        if let Some(v) = &vocabulary {
+            for kind in crate::facts::Kind::ALL {
+                let declared = v.kind(kind.as_str()).map(|k| k.outcomes.clone()).unwrap_or_default();
+                if declared != kind.outcomes() {
+                    diags.push(
+                        Diagnostic::whole_file(
+                            "vocabulary",
+                            src.vocabulary.path.clone(),
+                            format!("`{}` must declare exactly the contract's outcomes: {}", kind.as_str(), kind.outcomes().join(", ")),
+                        )
+                        .with_help("outcome codes of the six built-in kinds are part of the API; a new outcome needs a new kind (custom_kinds)"),
+                    );
+                }
+            }
+        }
         let (Some(meta), Some(calendar), Some(actions), Some(vocabulary)) = (meta, calendar, actions, vocabulary) else {
             return Err(diags);
         };
@@ -101,6 +116,8 @@ impl RuleSet {
         let actions = Arc::new(actions);
 
         let mut engine = build_engine(limits);
+        // Checked as written: nothing is folded or removed before the static checks see it.
+        engine.set_optimization_level(rhai::OptimizationLevel::None);
         super::helpers::register(&mut engine, calendar);
         super::script_types::register(&mut engine, ResultContext { sections: sections.clone(), actions: actions.clone() });
         let mut compile_scope = Scope::new();

@@ -49,8 +49,14 @@ pub const HELPERS: &[HelperDoc] = &[
     HelperDoc {
         name: "action",
         signature: "action(code, description, due_date, responsible)  or  action(code, description, responsible)",
-        doc: "Something that must happen next. `code` must be listed in `rules/actions.toml`; `due_date` is a `YYYY-MM-DD` date (from the date helpers) or `()` when none applies.",
+        doc: "Something that must happen next. `code` must be listed under [codes] in `rules/actions.toml` and `responsible` under [responsible]; `due_date` is a `YYYY-MM-DD` date (from the date helpers) or `()` when none applies.",
         example: r#"action("send_plan", "Send the written plan to parents and participants.", working_days_after(facts.conference_date, 1), "conference_chair")"#,
+    },
+    HelperDoc {
+        name: "contains",
+        signature: "\"name\" in facts",
+        doc: "Whether the call gave the fact `name`. A call must carry a fact only when the script reads it, so test an optional fact this way before reading it: reading a fact the call did not give refuses the call, naming the fact and the line that read it.",
+        example: r#"if "conference_date" in facts { /* dated actions */ }"#,
     },
     HelperDoc {
         name: "working_days_after",

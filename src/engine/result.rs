@@ -11,7 +11,7 @@ use rhai::{Dynamic, EvalAltResult, Position};
 use super::Limits;
 use super::diagnostics::Location;
 use super::ruleset::KindInfo;
-use super::script_types::{MissingFact, OutOfCalendar, ScriptDecision};
+use super::script_types::{BadResult, MissingFact, OutOfCalendar, ScriptDecision};
 use crate::error::{DecisionError, ScriptFailure};
 use crate::facts::FieldViolation;
 use crate::model::Decision;
@@ -70,6 +70,9 @@ pub(crate) fn script_error(file: &str, limits: &Limits, err: &EvalAltResult) -> 
     if let EvalAltResult::ErrorRuntime(v, _) = e {
         if let Some(MissingFact(fact)) = v.clone().try_cast::<MissingFact>() {
             return DecisionError::MissingFact { fact, location, source_line: None };
+        }
+        if let Some(BadResult(message)) = v.clone().try_cast::<BadResult>() {
+            return DecisionError::Script { failure: ScriptFailure::BadResult, location, message };
         }
         if let Some(OutOfCalendar(message)) = v.clone().try_cast::<OutOfCalendar>() {
             return DecisionError::InvalidFacts(vec![FieldViolation::new(

@@ -53,8 +53,13 @@ pub struct ResultContext {
     pub actions: Arc<ActionCatalogue>,
 }
 
+/// A result built wrongly (an unknown section or code, a bad date): the script's fault,
+/// reported as a bad result rather than a runtime error.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BadResult(pub String);
+
 fn err(msg: impl Into<String>) -> Box<EvalAltResult> {
-    Box::new(EvalAltResult::ErrorRuntime(Dynamic::from(ImmutableString::from(msg.into())), Position::NONE))
+    Box::new(EvalAltResult::ErrorRuntime(Dynamic::from(BadResult(msg.into())), Position::NONE))
 }
 
 /// A fact's value as a script sees it.

@@ -17,6 +17,7 @@ source = "t.md"
 sections = ["Section A", "Section B"]
 [custom_kinds.probe]
 outcomes = ["yes", "no"]
+facts = [{ name = "n", type = "int", min = 0, max = 100 }, { name = "flag", type = "bool" }]
 "#;
 
 fn sources(kind: &str, script: &str) -> RuleSources {
@@ -28,6 +29,8 @@ fn sources(kind: &str, script: &str) -> RuleSources {
         shared: vec![file("shared/timescales.rhai", include_str!("../../rules/shared/timescales.rhai"))],
         calendar: file("calendar/bank-holidays.toml", include_str!("../../rules/calendar/bank-holidays.toml")),
         actions: file("actions.toml", include_str!("../../rules/actions.toml")),
+        vocabulary: file("vocabulary.toml", include_str!("../../rules/vocabulary.toml")),
+        cases: Vec::new(),
     }
 }
 
@@ -44,8 +47,12 @@ fn diagnostics(kind: &str, script: &str) -> Vec<Diagnostic> {
 
 const OK_TAIL: &str = r#"decide("yes", "Yes.", [reason("t.a", "Section A", "Because.")], [])"#;
 
+fn request(kind: &str, facts: serde_json::Value) -> crate::model::DecisionRequest {
+    crate::model::DecisionRequest { partnership: "t".into(), kind: kind.into(), facts, today: crate::cases::CASE_TODAY }
+}
+
 fn run(script: &str) -> Result<crate::model::Decision, DecisionError> {
-    compile("probe", script).decide("probe", &json!({}))
+    compile("probe", script).decide(&request("probe", json!({})))
 }
 
 fn failure(script: &str) -> (ScriptFailure, String, Option<usize>, String) {
@@ -58,7 +65,7 @@ fn failure(script: &str) -> (ScriptFailure, String, Option<usize>, String) {
 #[test]
 fn a_well_formed_script_decides_with_citation_and_revision() {
     let set = compile("probe", OK_TAIL);
-    let d = set.decide("probe", &json!({})).expect("decides");
+    let d = set.decide(&request("probe", json!({}))).expect("decides");
     assert_eq!(d.outcome, "yes");
     assert_eq!(d.reasons[0].citation.document, "Test guide");
     assert_eq!(d.rules_revision, set.revision());
@@ -76,9 +83,9 @@ fn an_endless_loop_is_stopped_within_budget() {
 
 #[test]
 fn the_wall_clock_budget_stops_slow_scripts() {
-    let limits = Limits { max_operations: u64::MAX, time_budget: Duration::from_millis(20), ..Limits::default() };
+    let limits = Limits { max_operations: u64::MAX, cpu_budget: Duration::from_millis(20), ..Limits::default() };
     let set = RuleSet::compile(&sources("probe", "let x = 0; loop { x += 1; }"), &limits).expect("compiles");
-    match set.decide("probe", &json!({})) {
+    match set.decide(&request("probe", json!({}))) {
         Err(DecisionError::Script { failure: ScriptFailure::Timeout, message, .. }) => assert!(message.contains("20 ms"), "{message}"),
         other => panic!("expected a timeout, got {other:?}"),
     }
@@ -109,13 +116,13 @@ fn a_throw_names_file_line_and_column() {
 #[test]
 fn wrong_shapes_and_unknown_codes_are_errors_not_decisions() {
     for (script, needle) in [
-        ("42", "did not return a decision"),
+        ("42", "not a decision"),
         (r#"let o = "maybe"; decide(o, "S.", [reason("t.a", "Section A", "x")], [])"#, "not a `probe` outcome"),
         (r#"decide("yes", "S.", [], [])"#, "at least one reason"),
         (r#"let s = "Nowhere"; decide("yes", "S.", [reason("t.a", s, "x")], [])"#, "not listed in partnership.toml"),
         (r#"let c = "fly"; decide("yes", "S.", [reason("t.a", "Section A", "x")], [action(c, "d", "x")])"#, "not listed in actions.toml"),
         (r#"decide("yes", "S.", [reason("t.a", "Section A", "x")], [action("send_plan", "d", "2025-02-30", "x")])"#, "not a YYYY-MM-DD"),
-        (r#"let d = decide("yes", "S.", [reason("t.a", "Section A", "x")], []); d.extra = 1; d"#, "unexpected field"),
+        (r#"let d = decide("yes", "S.", [reason("t.a", "Section A", "x")], []); d.details = #{ extra: 1 }; d"#, "unexpected field"),
     ] {
         let (f, file, _, msg) = failure(script);
         assert_eq!(f, ScriptFailure::BadResult, "{script}: {msg}");
@@ -139,7 +146,7 @@ fn facts_are_read_only_and_variables_strict() {
     assert_eq!((f, line), (ScriptFailure::Runtime, Some(1)));
     let d = diagnostics("probe", &format!("let a = undefined_thing;\n{OK_TAIL}"));
     assert_eq!(d[0].code, "syntax");
-    assert_eq!(d[0].line, Some(1));
+    assert_eq!(d[0].location.line, Some(1));
 }
 
 #[test]
@@ -150,7 +157,7 @@ if facts.agee > 12 { return decide("invitee", "S.", [reason("t.b", "Sectoin A", 
 decide("invite", "S.", [r], [action("sen_plan", "d", "x")])
 "#;
     let d = diagnostics("child_invitation", script);
-    let got: Vec<(&str, Option<usize>, Option<&str>)> = d.iter().map(|d| (d.code, d.line, d.help.as_deref())).collect();
+    let got: Vec<(&str, Option<usize>, Option<&str>)> = d.iter().map(|d| (d.code, d.location.line, d.help.as_deref())).collect();
     assert_eq!(got, vec![
         ("unknown-helper", Some(2), Some("did you mean `reason`?")),
         ("unknown-fact", Some(3), Some("did you mean `facts.age`?")),
@@ -158,7 +165,7 @@ decide("invite", "S.", [r], [action("sen_plan", "d", "x")])
         ("unknown-section", Some(3), Some("did you mean `Section A`?")),
         ("unknown-action", Some(4), Some("did you mean `send_plan`?")),
     ]);
-    assert!(d.iter().all(|d| d.file == "t/child_invitation.rhai" && d.column.is_some() && d.source_line.is_some()));
+    assert!(d.iter().all(|d| d.location.file == "t/child_invitation.rhai" && d.location.column.is_some() && d.source_line.is_some()));
 }
 
 #[test]
@@ -166,7 +173,7 @@ fn syntax_errors_in_several_scripts_are_all_reported() {
     let mut src = sources("probe", "let x = ;");
     src.scripts.push(SourceFile { path: "t/exclusion.rhai".into(), text: "if (".into() });
     let d = RuleSet::compile(&src, &Limits::default()).err().unwrap_or_default();
-    let files: Vec<&str> = d.iter().map(|d| d.file.as_str()).collect();
+    let files: Vec<&str> = d.iter().map(|d| d.location.file.as_str()).collect();
     assert_eq!(files, ["t/probe.rhai", "t/exclusion.rhai"]);
 }
 
@@ -174,11 +181,11 @@ fn syntax_errors_in_several_scripts_are_all_reported() {
 fn unknown_kinds_and_bad_metadata_are_reported() {
     let d = diagnostics("plan_typ", OK_TAIL);
     assert_eq!(d[0].code, "unknown-kind");
-    assert!(d[0].message.contains("did you mean `plan_type`"), "{}", d[0].message);
+    assert!(d[0].help.as_deref().is_some_and(|h| h.contains("did you mean `plan_type`")), "{:?}", d[0].help);
     let mut src = sources("probe", OK_TAIL);
     src.metadata.text = "id = \"t\"\nname = 3\n".into();
     let d = RuleSet::compile(&src, &Limits::default()).err().unwrap_or_default();
-    assert_eq!((d[0].code, d[0].line), ("toml", Some(2)));
+    assert_eq!((d[0].code, d[0].location.line), ("toml", Some(2)));
 }
 
 #[test]
@@ -187,7 +194,7 @@ fn shared_functions_and_date_helpers_are_available() {
 let due = initial_conference_due("2024-03-18");
 decide("yes", due, [reason("t.a", "Section A", months_after("2024-11-30", 3))], [])
 "#);
-    let d = set.decide("probe", &json!({})).expect("decides");
+    let d = set.decide(&request("probe", json!({}))).expect("decides");
     assert_eq!(d.summary, "2024-04-10");
     assert_eq!(d.reasons[0].text, "2025-02-28");
 }
@@ -195,7 +202,7 @@ decide("yes", due, [reason("t.a", "Section A", months_after("2024-11-30", 3))], 
 #[test]
 fn invalid_facts_are_refused_before_the_script_runs() {
     let set = compile("child_invitation", r#"throw "must not run""#);
-    match set.decide("child_invitation", &json!({"age": 30})) {
+    match set.decide(&request("child_invitation", json!({"age": 30}))) {
         Err(DecisionError::InvalidFacts(v)) => assert!(v.iter().any(|f| f.field == "age")),
         other => panic!("{other:?}"),
     }
@@ -203,12 +210,75 @@ fn invalid_facts_are_refused_before_the_script_runs() {
 
 #[test]
 fn every_registered_helper_is_documented() {
-    let engine = build_engine(&Limits::default(), std::sync::Arc::new(crate::calendar::Calendar::from_toml(include_str!("../../rules/calendar/bank-holidays.toml")).expect("calendar")));
+    let mut engine = build_engine(&Limits::default());
+    let calendar = crate::calendar::Calendar::from_toml(include_str!("../../rules/calendar/bank-holidays.toml")).expect("calendar");
+    helpers::register(&mut engine, std::sync::Arc::new(calendar));
+    script_types::register(
+        &mut engine,
+        script_types::ResultContext { sections: Default::default(), actions: Default::default() },
+    );
     let own: std::collections::BTreeSet<String> = engine
         .gen_fn_signatures(false)
         .into_iter()
         .filter_map(|s| s.split('(').next().map(str::to_string))
+        // Property getters and setters of the result types, and the facts' indexer, are how
+        // `a.due_date` and `facts.age` work, not functions a script calls by name.
+        .filter(|name| !name.contains('$'))
         .collect();
     let documented: std::collections::BTreeSet<String> = helpers::HELPERS.iter().map(|h| h.name.to_string()).collect();
     assert_eq!(own, documented);
+}
+
+#[test]
+fn a_fact_is_required_only_when_the_script_reads_it() {
+    let script = r#"
+if facts.flag {
+    return decide("yes", "Yes.", [reason("t.a", "Section A", "Flag set.")], []);
+}
+if facts.n > 3 { decide("yes", "Big.", [reason("t.b", "Section A", "Big.")], []) } else { decide("no", "Small.", [reason("t.c", "Section B", "Small.")], []) }
+"#;
+    let set = compile("probe", script);
+    // `n` is not read on the first path, so it is not needed.
+    assert_eq!(set.decide(&request("probe", json!({"flag": true}))).map(|d| d.outcome).ok().as_deref(), Some("yes"));
+    // On the second path it is: refused, naming the fact and the line that read it.
+    match set.decide(&request("probe", json!({"flag": false}))) {
+        Err(DecisionError::MissingFact { fact, location, .. }) => {
+            assert_eq!(fact, "n");
+            assert_eq!((location.file.as_str(), location.line), ("t/probe.rhai", Some(5)));
+        }
+        other => panic!("{other:?}"),
+    }
+    // A fact that is given is checked in full even where it is not read.
+    assert!(matches!(set.decide(&request("probe", json!({"flag": true, "n": 101}))), Err(DecisionError::InvalidFacts(_))));
+    // `"name" in facts` asks whether it was given without needing it.
+    let set = compile("probe", &format!("if \"n\" in facts {{ throw \"given\"; }}\n{OK_TAIL}"));
+    assert!(set.decide(&request("probe", json!({}))).is_ok());
+}
+
+#[test]
+fn a_decision_is_a_pure_function_of_revision_facts_and_date() {
+    let set = compile("probe", OK_TAIL);
+    let a = set.decide(&request("probe", json!({"n": 4})));
+    let b = set.decide(&request("probe", json!({"n": 4})));
+    assert_eq!(a, b);
+}
+
+#[test]
+fn a_script_cannot_catch_the_refusal_of_a_missing_fact() {
+    let d = diagnostics("probe", "try { let x = facts.n; } catch (e) { }\ndecide(\"yes\", \"y\", [], [])");
+    assert!(d.iter().any(|d| d.code == "syntax"), "{d:?}");
+}
+
+#[test]
+fn comparisons_with_impossible_codes_and_wrong_types_are_caught_statically() {
+    let script = r#"
+const OLDER_CHILD_AGE = "12";
+if facts.age < OLDER_CHILD_AGE { print("young"); }
+if facts.wishes_to_attend == "yess" { print("yes"); }
+decide("invite", "Yes.", [reason("t.a", "Section A", "Because.")], [])
+"#;
+    let d = diagnostics("child_invitation", script);
+    let codes: Vec<(&str, Option<usize>)> = d.iter().map(|d| (d.code, d.location.line)).collect();
+    assert_eq!(codes, [("type-mismatch", Some(3)), ("unknown-code", Some(4))], "{d:#?}");
+    assert!(d[1].help.as_deref().is_some_and(|h| h.contains("did you mean `yes`")), "{:?}", d[1].help);
 }

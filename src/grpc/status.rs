@@ -256,13 +256,13 @@ pub fn permission_denied(method: &str, needs: &str) -> Status {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::error::ScriptLocation;
+    use crate::engine::Location;
 
     #[test]
     fn script_failures_name_the_script_and_position() {
         let err = DecisionError::Script {
             failure: ScriptFailure::Timeout,
-            location: ScriptLocation { file: "york/plan_type.rhai".into(), line: Some(12), column: Some(5) },
+            location: Location::at("york/plan_type.rhai", Some(12), Some(5)),
             message: "too slow".into(),
         };
         let status = to_status(&err);
@@ -308,8 +308,14 @@ mod tests {
 
     #[test]
     fn unknown_addresses_are_not_found() {
-        assert_eq!(to_status(&DecisionError::UnknownPartnership("atlantis".into())).code(), Code::NotFound);
-        let kind = DecisionError::UnknownKind { partnership: "york".into(), kind: "weather".into() };
+        let p = DecisionError::UnknownPartnership { id: "yrok".into(), suggestion: Some("york".into()), known: vec!["barnsley".into(), "york".into()] };
+        let status = to_status(&p);
+        assert_eq!(status.code(), Code::NotFound);
+        assert!(status.message().contains("did you mean `york`"), "{}", status.message());
+        let details = status.get_error_details();
+        let info = details.error_info().map(|i| i.metadata.clone()).unwrap_or_default();
+        assert_eq!(info.get("known").map(String::as_str), Some("barnsley,york"));
+        let kind = DecisionError::UnknownKind { partnership: "york".into(), kind: "weather".into(), suggestion: None, known: vec!["attendance".into()] };
         assert_eq!(to_status(&kind).code(), Code::NotFound);
     }
 }
