@@ -20,3 +20,4 @@ pub mod cases;
 pub mod store;
 pub mod grpc;
 pub mod matrix;
+pub mod telemetry;

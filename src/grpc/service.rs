@@ -36,6 +36,7 @@ use super::status::{self, Shed};
 use crate::error::DecisionError;
 use crate::facts::{FactType, FieldViolation, Kind};
 use crate::store::RuleStore;
+use crate::telemetry::{CallTrace, Telemetry};
 
 /// How many decisions run and wait at once.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,6 +65,7 @@ pub struct Decider {
     limits: DecisionLimits,
     metrics: Arc<Metrics>,
     log_facts: bool,
+    telemetry: Option<Arc<Telemetry>>,
 }
 
 /// Leaves the queue (and its gauge) when dropped.
@@ -99,7 +101,13 @@ impl Decider {
     /// request's facts and `case_ref` (debugging only: they may identify a child).
     pub fn with_limits(store: Arc<RuleStore>, limits: DecisionLimits, metrics: Arc<Metrics>, log_facts: bool) -> Self {
         let running = limits.max_running.clamp(1, Semaphore::MAX_PERMITS);
-        Self { store, permits: Arc::new(Semaphore::new(running)), queued: Arc::new(AtomicUsize::new(0)), limits, metrics, log_facts }
+        Self { store, permits: Arc::new(Semaphore::new(running)), queued: Arc::new(AtomicUsize::new(0)), limits, metrics, log_facts, telemetry: None }
+    }
+
+    /// This decider, tracing each call's phases to `telemetry` (see [`crate::telemetry`]).
+    pub fn with_telemetry(mut self, telemetry: Option<Arc<Telemetry>>) -> Self {
+        self.telemetry = telemetry;
+        self
     }
 
     /// The rules this decider runs.
@@ -108,7 +116,7 @@ impl Decider {
     }
 
     /// Waits for a script slot within the queue's bounds and the call's deadline.
-    async fn slot(&self, deadline: Option<Deadline>) -> Result<Running, Status> {
+    async fn slot(&self, deadline: Option<Deadline>, trace: &mut CallTrace) -> Result<Running, Status> {
         if deadline.is_some_and(Deadline::passed) {
             return Err(status::deadline_exceeded("before the decision could start"));
         }
@@ -128,6 +136,7 @@ impl Decider {
             self.metrics.shed(Shed::QueueFull.reason());
             return Err(status::overloaded(Shed::QueueFull, self.limits.max_queue_wait.max(Duration::from_millis(10))));
         }
+        trace.queued();
         let queue_bound = Instant::now() + self.limits.max_queue_wait;
         let (until, deadline_binds) = match deadline {
             Some(d) if d.0 <= queue_bound => (d.0, true),
@@ -155,19 +164,24 @@ impl Decider {
         let DecisionRequest { partnership, kind, facts, case_ref } = req;
         let log_partnership = partnership.escape_debug().to_string();
         let log_kind = kind.escape_debug().to_string();
+        let mut trace = CallTrace::start(self.telemetry.as_deref(), &self.store, &partnership, &kind);
         if self.log_facts {
             tracing::info!(partnership = %log_partnership, kind = %log_kind, %case_ref, %facts, "decision requested (--log-facts)");
         }
-        let slot = match self.slot(deadline).await {
+        let slot = match self.slot(deadline, &mut trace).await {
             Ok(slot) => slot,
             Err(refusal) => {
+                trace.failed(refusal.code());
                 tracing::debug!(partnership = %log_partnership, kind = %log_kind, code = status::code_name(refusal.code()), "decision not started");
                 return Err(refusal);
             }
         };
+        trace.slot();
         if deadline.is_some_and(Deadline::passed) {
+            trace.failed(tonic::Code::DeadlineExceeded);
             return Err(status::deadline_exceeded("while waiting for a decision slot"));
         }
+        trace.script_started();
         let store = Arc::clone(&self.store);
         let (p, k) = (partnership.clone(), kind.clone());
         let task = tokio::task::spawn_blocking(move || {
@@ -179,15 +193,18 @@ impl Decider {
             Some(d) => match tokio::time::timeout_at(d.0.into(), task).await {
                 Ok(joined) => joined,
                 Err(_) => {
+                    trace.failed(tonic::Code::DeadlineExceeded);
                     tracing::info!(partnership = %log_partnership, kind = %log_kind, "deadline passed while the script ran; no decision was returned");
                     return Err(status::deadline_exceeded("while the rules were running"));
                 }
             },
         };
+        trace.script_ended();
         let elapsed = started.elapsed();
         let latency_ms = elapsed.as_secs_f64() * 1000.0;
         match joined {
             Ok(Ok(decision)) => {
+                trace.decided(&decision.outcome, &decision.rules_revision);
                 tracing::info!(
                     partnership = %log_partnership,
                     kind = %log_kind,
@@ -220,9 +237,12 @@ impl Decider {
                     }
                     (err, _) => err,
                 };
-                Err(status::to_status(&err))
+                let status = status::to_status(&err);
+                trace.failed(status.code());
+                Err(status)
             }
             Err(join) => {
+                trace.failed(tonic::Code::Internal);
                 tracing::error!(partnership = %log_partnership, kind = %log_kind, latency_ms, error = %join, "decision task failed; no decision was made");
                 Err(status::worker_failed())
             }
