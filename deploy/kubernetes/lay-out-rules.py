@@ -1,13 +1,13 @@
 #!/usr/bin/env python3
 """Lay out the rendered manifests' rules volume the way the kubelet does, to check it.
 
-Usage: lay-out-rules.py RENDERED.yaml DEST [--swap]
+Usage: lay-out-rules.py RENDERED.yaml DEST
 
 Reads the rendered ConfigMaps and the Deployment's projected `rules` volume and writes DEST as
 the kubelet's atomic writer would: the files in a timestamped `..<stamp>` folder, a `..data`
-symlink to it, and each top-level entry a symlink through `..data`. With --swap, writes a new
-timestamped folder and replaces `..data` atomically (rename over it), as the kubelet does when a
-ConfigMap changes in place. `cpc-rules test --rules DEST` then shows that the layout is a
+symlink to it, and each top-level entry a symlink through `..data`. When DEST already holds such a
+layout, writes a new timestamped folder, renames a new `..data` over the old one and removes the
+old folder, as the kubelet does when a ConfigMap changes in place. `cpc-rules test --rules DEST` then shows that the layout is a
 working rules folder. Needs PyYAML (checkov brings it).
 """
 
