@@ -21,3 +21,4 @@ pub mod suggest;
 pub mod cases;
 pub mod store;
 pub mod grpc;
+pub mod telemetry;

@@ -5,6 +5,7 @@
 //! information to machines. Exit codes: 0 success, 1 rule problems (a check error, a failing
 //! case, a refused decision), 2 usage errors (bad arguments, unreadable facts).
 
+mod health;
 mod matrix;
 mod render;
 
@@ -111,6 +112,8 @@ enum Command {
         #[command(flatten)]
         rules: RulesArg,
     },
+    /// Ask a running server's gRPC health service whether it is serving (exit 0 if so).
+    Health(health::HealthArgs),
 }
 
 #[derive(clap::Args, Clone)]
@@ -195,6 +198,9 @@ struct ServeArgs {
     /// Serve Prometheus metrics (GET /metrics, plain HTTP) on this address, e.g. 127.0.0.1:9464.
     #[arg(long, env = "CPC_METRICS_ADDR", help_heading = "Observability")]
     metrics_addr: Option<std::net::SocketAddr>,
+    /// Export traces over OTLP/gRPC to this collector, e.g. http://otel-collector:4317.
+    #[arg(long, env = "CPC_OTLP_ENDPOINT", help_heading = "Observability")]
+    otlp_endpoint: Option<String>,
 }
 
 #[derive(Clone, Copy, ValueEnum, Default)]
@@ -234,6 +240,7 @@ pub fn main() -> ExitCode {
                 RULE_PROBLEMS
             }
         },
+        Command::Health(args) => health::run(&args),
         Command::Helpers => {
             print!("{}", render::helpers_markdown());
             OK
@@ -592,6 +599,7 @@ fn server_options(args: &ServeArgs) -> anyhow::Result<ServerOptions> {
         access,
         log_facts: args.log_facts,
         metrics_addr: args.metrics_addr,
+        otlp_endpoint: args.otlp_endpoint.clone(),
     })
 }
 

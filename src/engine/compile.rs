@@ -199,7 +199,6 @@ impl RuleSet {
             meta,
             engine,
             kinds,
-            sections,
             actions,
             vocabulary: Arc::new(vocabulary),
             dates,

@@ -6,7 +6,7 @@
 //! supplies today's date and stamps the id and time — so the same revision, facts and date
 //! always give the same decision.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::ops::RangeInclusive;
 use std::sync::Arc;
 
@@ -53,8 +53,6 @@ pub struct RuleSet {
     pub(super) revision: String,
     pub(super) engine: Engine,
     pub(super) kinds: BTreeMap<String, CompiledKind>,
-    /// section heading → document title
-    pub(super) sections: Arc<HashMap<String, String>>,
     pub(super) actions: Arc<ActionCatalogue>,
     pub(super) vocabulary: Arc<Vocabulary>,
     pub(super) dates: RangeInclusive<NaiveDate>,

@@ -89,6 +89,9 @@ pub struct ServerOptions {
     pub log_facts: bool,
     /// Address to serve Prometheus metrics on (used by [`run`]; `None`: no metrics endpoint).
     pub metrics_addr: Option<SocketAddr>,
+    /// OTLP/gRPC collector to export traces to, e.g. `http://otel-collector:4317` (`None`: no
+    /// traces). See [`crate::telemetry`].
+    pub otlp_endpoint: Option<String>,
 }
 
 impl Default for ServerOptions {
@@ -111,6 +114,7 @@ impl Default for ServerOptions {
             access: AccessPolicy::default(),
             log_facts: false,
             metrics_addr: None,
+            otlp_endpoint: None,
         }
     }
 }
@@ -181,7 +185,8 @@ pub async fn serve_on(
         max_queued: options.max_queued_decisions,
         max_queue_wait: options.max_queue_wait,
     };
-    let decider = Decider::with_limits(Arc::clone(&store), limits, Arc::clone(&metrics), options.log_facts);
+    let telemetry = options.otlp_endpoint.as_deref().map(crate::telemetry::Telemetry::otlp).transpose()?.map(Arc::new);
+    let decider = Decider::with_limits(Arc::clone(&store), limits, Arc::clone(&metrics), options.log_facts).with_telemetry(telemetry.clone());
     let decisions = DecisionServiceServer::new(DecisionApi::new(decider)).max_decoding_message_size(options.max_request_bytes);
     let rules = RulesServiceServer::new(RulesApi::new(Arc::clone(&store))).max_decoding_message_size(options.max_request_bytes);
 
@@ -276,6 +281,9 @@ pub async fn serve_on(
     let _ = metrics_stop_tx.send(true);
     if let Some(task) = metrics_task {
         let _ = task.await;
+    }
+    if let Some(t) = telemetry {
+        let _ = tokio::task::spawn_blocking(move || t.shutdown()).await;
     }
     result?;
     tracing::info!("gRPC server stopped");

@@ -37,6 +37,7 @@ use crate::error::DecisionError;
 use crate::facts::FieldViolation;
 use crate::model::IssuedDecision;
 use crate::store::RuleStore;
+use crate::telemetry::{CallTrace, Telemetry};
 
 /// How many decisions run and wait at once.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,6 +66,7 @@ pub struct Decider {
     limits: DecisionLimits,
     metrics: Arc<Metrics>,
     log_facts: bool,
+    telemetry: Option<Arc<Telemetry>>,
 }
 
 /// Leaves the queue (and its gauge) when dropped.
@@ -100,7 +102,13 @@ impl Decider {
     /// request's facts and `case_ref` (debugging only: they may identify a child).
     pub fn with_limits(store: Arc<RuleStore>, limits: DecisionLimits, metrics: Arc<Metrics>, log_facts: bool) -> Self {
         let running = limits.max_running.clamp(1, Semaphore::MAX_PERMITS);
-        Self { store, permits: Arc::new(Semaphore::new(running)), queued: Arc::new(AtomicUsize::new(0)), limits, metrics, log_facts }
+        Self { store, permits: Arc::new(Semaphore::new(running)), queued: Arc::new(AtomicUsize::new(0)), limits, metrics, log_facts, telemetry: None }
+    }
+
+    /// This decider, tracing each call's phases to `telemetry` (see [`crate::telemetry`]).
+    pub fn with_telemetry(mut self, telemetry: Option<Arc<Telemetry>>) -> Self {
+        self.telemetry = telemetry;
+        self
     }
 
     /// The rules this decider runs.
@@ -109,7 +117,7 @@ impl Decider {
     }
 
     /// Waits for a script slot within the queue's bounds and the call's deadline.
-    async fn slot(&self, deadline: Option<Deadline>) -> Result<Running, Status> {
+    async fn slot(&self, deadline: Option<Deadline>, trace: &mut CallTrace) -> Result<Running, Status> {
         if deadline.is_some_and(Deadline::passed) {
             return Err(status::deadline_exceeded("before the decision could start"));
         }
@@ -129,6 +137,7 @@ impl Decider {
             self.metrics.shed(Shed::QueueFull.reason());
             return Err(status::overloaded(Shed::QueueFull, self.limits.max_queue_wait.max(Duration::from_millis(10))));
         }
+        trace.queued();
         let queue_bound = Instant::now() + self.limits.max_queue_wait;
         let (until, deadline_binds) = match deadline {
             Some(d) if d.0 <= queue_bound => (d.0, true),
@@ -156,38 +165,45 @@ impl Decider {
         let EdgeRequest { partnership, kind, facts, case_ref, problems, facts_field } = req;
         let log_partnership = loggable_name(&partnership);
         let log_kind = loggable_name(&kind);
+        let mut trace = CallTrace::start(self.telemetry.as_deref(), &self.store, &partnership, &kind);
         if self.log_facts {
             tracing::info!(partnership = %log_partnership, kind = %log_kind, %case_ref, %facts, "decision requested (--log-facts)");
         }
-        let refuse = |err: DecisionError| {
+        let refuse = |err: DecisionError, trace: &mut CallTrace| {
             self.log_refusal(&log_partnership, &log_kind, &err, started.elapsed().as_secs_f64() * 1000.0);
-            Err(status::to_status(&prefixed(err, facts_field)))
+            let status = status::to_status(&prefixed(err, facts_field));
+            trace.failed(status.code());
+            Err(status)
         };
         let Some(loaded) = self.store.get(&partnership) else {
-            return refuse(self.store.unknown_partnership(&partnership));
+            return refuse(self.store.unknown_partnership(&partnership), &mut trace);
         };
         let today = crate::clock::today_in_england();
         let facts = match (loaded.set.facts(&kind, &facts, today), problems.is_empty()) {
             (Ok(f), true) => f,
-            (Ok(_), false) => return refuse(DecisionError::InvalidFacts(problems)),
+            (Ok(_), false) => return refuse(DecisionError::InvalidFacts(problems), &mut trace),
             (Err(DecisionError::InvalidFacts(core)), _) => {
                 let mut all = problems;
                 let extra: Vec<FieldViolation> = core.into_iter().filter(|c| !all.iter().any(|v| convert::covers(&v.field, &c.field))).collect();
                 all.extend(extra);
-                return refuse(DecisionError::InvalidFacts(all));
+                return refuse(DecisionError::InvalidFacts(all), &mut trace);
             }
-            (Err(e), _) => return refuse(e),
+            (Err(e), _) => return refuse(e, &mut trace),
         };
-        let slot = match self.slot(deadline).await {
+        let slot = match self.slot(deadline, &mut trace).await {
             Ok(slot) => slot,
             Err(refusal) => {
+                trace.failed(refusal.code());
                 tracing::debug!(partnership = %log_partnership, kind = %log_kind, code = status::code_name(refusal.code()), "decision not started");
                 return Err(refusal);
             }
         };
+        trace.slot();
         if deadline.is_some_and(Deadline::passed) {
+            trace.failed(tonic::Code::DeadlineExceeded);
             return Err(status::deadline_exceeded("while waiting for a decision slot"));
         }
+        trace.script_started();
         let task = tokio::task::spawn_blocking(move || {
             let _slot = slot;
             loaded.set.decide_facts(&facts)
@@ -197,17 +213,20 @@ impl Decider {
             Some(d) => match tokio::time::timeout_at(d.0.into(), task).await {
                 Ok(joined) => joined,
                 Err(_) => {
+                    trace.failed(tonic::Code::DeadlineExceeded);
                     tracing::info!(partnership = %log_partnership, kind = %log_kind, "deadline passed while the script ran; no decision was returned");
                     return Err(status::deadline_exceeded("while the rules were running"));
                 }
             },
         };
+        trace.script_ended();
         let elapsed = started.elapsed();
         let latency_ms = elapsed.as_secs_f64() * 1000.0;
         match joined {
             Ok(Ok(decision)) => {
                 let issued = IssuedDecision::stamp(decision, crate::clock::now());
                 let d = &issued.decision;
+                trace.decided(&d.outcome, &d.rules_revision);
                 tracing::info!(
                     partnership = %log_partnership,
                     kind = %log_kind,
@@ -233,9 +252,10 @@ impl Decider {
                         .get_or_create(&FailureLabels { partnership, kind, reason: status::script_reason(*failure).to_string() })
                         .inc();
                 }
-                refuse(err)
+                refuse(err, &mut trace)
             }
             Err(join) => {
+                trace.failed(tonic::Code::Internal);
                 tracing::error!(partnership = %log_partnership, kind = %log_kind, latency_ms, error = %join, "decision task failed; no decision was made");
                 Err(status::worker_failed())
             }
