@@ -13,23 +13,50 @@ fn read(rel: &str) -> String {
     std::fs::read_to_string(root().join(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"))
 }
 
+/// What `cpc-rules <args>` prints on the bundled rules.
+fn generated(args: &[&str]) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_cpc-rules"))
+        .args(args)
+        .current_dir(root())
+        .output()
+        .unwrap_or_else(|e| panic!("cpc-rules {args:?}: {e}"));
+    assert!(out.status.success(), "cpc-rules {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The text between `<!-- name:begin -->` and `<!-- name:end -->` in `doc`.
+fn between<'a>(doc: &'a str, name: &str) -> &'a str {
+    let open = format!("<!-- {name}:begin -->\n");
+    let begin = doc.find(&open).unwrap_or_else(|| panic!("no {open}")) + open.len();
+    let end = doc.find(&format!("<!-- {name}:end -->")).unwrap_or_else(|| panic!("no {name}:end"));
+    &doc[begin..end]
+}
+
 #[test]
 fn readme_partnership_table_matches_the_rules() {
     let readme = read("README.md");
-    let begin = readme.find("<!-- matrix:begin -->\n").expect("README has the matrix markers") + "<!-- matrix:begin -->\n".len();
-    let end = readme.find("<!-- matrix:end -->").expect("end marker");
-    let generated = cpc_rules::matrix::render_from_disk(&root().join("rules")).unwrap_or_else(|p| panic!("{p:?}"));
+    let generated = generated(&["matrix"]);
     assert!(
-        readme[begin..end] == generated,
-        "README's partnership table is out of date: run `cargo run -- matrix` and paste it between the markers\n{generated}"
+        between(&readme, "matrix") == generated,
+        "README's partnership table is out of date: run `cargo run -- docs --write` (or `cpc-rules docs --write`)\n{generated}"
+    );
+}
+
+#[test]
+fn readme_facts_contract_matches_the_rules() {
+    let readme = read("README.md");
+    let generated = generated(&["facts"]);
+    assert!(
+        between(&readme, "facts") == generated,
+        "README's table of the facts each decision needs is out of date: run `cargo run -- docs --write`\n{generated}"
     );
 }
 
 #[test]
 fn helper_reference_is_generated_from_the_engine() {
     assert!(
-        read("docs/helpers.md") == cpc_rules::engine::helpers::reference_markdown(),
-        "docs/helpers.md is out of date: run `cargo run -- helpers > docs/helpers.md`"
+        read("docs/helpers.md") == generated(&["helpers"]),
+        "docs/helpers.md is out of date: run `cargo run -- docs --write`"
     );
 }
 

@@ -5,6 +5,7 @@
 //! information to machines. Exit codes: 0 success, 1 rule problems (a check error, a failing
 //! case, a refused decision), 2 usage errors (bad arguments, unreadable facts).
 
+mod docs;
 mod health;
 mod matrix;
 mod render;
@@ -111,6 +112,20 @@ enum Command {
     Matrix {
         #[command(flatten)]
         rules: RulesArg,
+    },
+    /// Print the README's table of the facts each decision kind takes and which rules read them.
+    Facts {
+        #[command(flatten)]
+        rules: RulesArg,
+    },
+    /// Check (or with --write, regenerate) every generated document: the README's tables and
+    /// docs/helpers.md. Run from the project folder.
+    Docs {
+        #[command(flatten)]
+        rules: RulesArg,
+        /// Rewrite the out-of-date documents instead of only listing them.
+        #[arg(long)]
+        write: bool,
     },
     /// Ask a running server's gRPC health service whether it is serving (exit 0 if so).
     Health(health::HealthArgs),
@@ -241,6 +256,38 @@ pub fn main() -> ExitCode {
             }
         },
         Command::Health(args) => health::run(&args),
+        Command::Facts { rules } => match docs::facts_markdown(&rules.rules) {
+            Ok(text) => {
+                print!("{text}");
+                OK
+            }
+            Err(problems) => {
+                for p in problems {
+                    eprintln!("{p}");
+                }
+                RULE_PROBLEMS
+            }
+        },
+        Command::Docs { rules, write } => match docs::docs(&rules.rules, Path::new("."), write) {
+            Ok(stale) if stale.is_empty() => {
+                println!("every generated document is up to date");
+                OK
+            }
+            Ok(stale) if write => {
+                println!("rewrote: {}", stale.join(", "));
+                OK
+            }
+            Ok(stale) => {
+                println!("out of date: {} (run `cpc-rules docs --write`)", stale.join(", "));
+                RULE_PROBLEMS
+            }
+            Err(problems) => {
+                for p in problems {
+                    eprintln!("{p}");
+                }
+                RULE_PROBLEMS
+            }
+        },
         Command::Helpers => {
             print!("{}", render::helpers_markdown());
             OK

@@ -136,7 +136,7 @@ pub fn fixture() -> tempfile::TempDir {
 
 /// Limits for load tests: the `slow` kind may run for seconds.
 pub fn slow_limits() -> Limits {
-    Limits { max_operations: 0, time_budget: Duration::from_secs(10), ..Limits::default() }
+    Limits { max_operations: 0, cpu_budget: Duration::from_secs(10), ..Limits::default() }
 }
 
 /// Loads `rules` under `limits`, panicking with every problem if they do not load.
