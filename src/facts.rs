@@ -162,6 +162,9 @@ const ATTENDANCE: &[FactSpec] = &[
     req("session", FactType::Enum(SESSIONS), "which part: the whole conference or a confidential information session"),
     req("wishes_to_give_views", FactType::Bool, "whether the person wishes to give their views"),
     req("intends_to_attend", FactType::Bool, "whether the person intends to attend"),
+    opt("conference_date", FactType::Date, "date of the conference; with it, actions due before the conference day are dated"),
+    opt("first_language_english", FactType::Bool, "whether English is the family's first language (York)"),
+    opt("needs_other_format", FactType::Bool, "whether the family needs information in another format, e.g. large print or audio (York)"),
 ];
 const EXCLUSION: &[FactSpec] = &[
     req("role", FactType::Enum(ROLES), "the role of the person whose exclusion is considered"),
@@ -182,6 +185,8 @@ const PLAN_TYPE: &[FactSpec] = &[
     opt("conference_date", FactType::Date, "date of the conference; with it, the plan's dated actions are returned"),
     opt("first_review", FactType::Bool, "for a review conference: whether it is the first review"),
     opt("safety_scores", FactType::List(&FactType::Int { min: 0, max: 10 }), "each participant's 0–10 answer to how safe the child is (Barnsley)"),
+    opt("first_language_english", FactType::Bool, "whether English is the family's first language (York)"),
+    opt("needs_other_format", FactType::Bool, "whether the family needs information in another format, e.g. large print or audio (York)"),
 ];
 const GROUND: &[FactSpec] = &[
     req("category", FactType::Enum(GROUND_CATEGORIES), "what the ground is about"),
