@@ -258,6 +258,9 @@ impl TryFrom<pb::CheckAttendanceRequest> for DecisionRequest {
         f.enumeration::<pb::Session>("session", r.session);
         f.required("wishes_to_give_views", r.wishes_to_give_views);
         f.required("intends_to_attend", r.intends_to_attend);
+        f.optional("conference_date", r.conference_date);
+        f.optional("first_language_english", r.first_language_english);
+        f.optional("needs_other_format", r.needs_other_format);
         f.finish(r.partnership, r.case_ref)
     }
 }
@@ -300,6 +303,8 @@ impl TryFrom<pb::DeterminePlanTypeRequest> for DecisionRequest {
         f.required("early_help_appropriate", r.early_help_appropriate);
         f.optional("conference_date", r.conference_date);
         f.optional("first_review", r.first_review);
+        f.optional("first_language_english", r.first_language_english);
+        f.optional("needs_other_format", r.needs_other_format);
         // proto3 cannot tell an empty repeated field from an absent one: empty means not given.
         if !r.safety_scores.is_empty() && f.list_len_ok("safety_scores", r.safety_scores.len()) {
             f.map.insert("safety_scores".into(), Value::Array(r.safety_scores.into_iter().map(Value::from).collect()));
@@ -664,6 +669,8 @@ mod tests {
             conference_date: Some("2025-03-03".into()),
             first_review: Some(true),
             safety_scores: vec![3, 7],
+            first_language_english: Some(false),
+            needs_other_format: Some(true),
             ..Default::default()
         })
         .unwrap();
