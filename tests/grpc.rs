@@ -160,6 +160,8 @@ fn plan_type(partnership: &str) -> pb::DeterminePlanTypeRequest {
         conference_date: Some("2025-03-03".into()),
         first_review: None,
         safety_scores: vec![],
+        first_language_english: None,
+        needs_other_format: None,
     }
 }
 
@@ -188,6 +190,9 @@ async fn call_typed(server: &support::TestServer, kind: Kind, partnership: &str)
                 session: pb::Session::Whole as i32,
                 wishes_to_give_views: Some(true),
                 intends_to_attend: Some(true),
+                conference_date: None,
+                first_language_english: None,
+                needs_other_format: None,
             })
             .await
         }

@@ -283,6 +283,9 @@ async fn bad_input_is_invalid_argument_naming_each_field() {
             session: -5,
             wishes_to_give_views: None,
             intends_to_attend: Some(true),
+            conference_date: None,
+            first_language_english: None,
+            needs_other_format: None,
         })
         .await
         .expect_err("unknown enums");
@@ -337,6 +340,8 @@ async fn bad_input_is_invalid_argument_naming_each_field() {
         conference_date: None,
         first_review: None,
         safety_scores: vec![],
+        first_language_english: None,
+        needs_other_format: None,
     };
     let status = c.determine_plan_type(plan(pb::SignificantHarm::NotAtRisk, vec![1])).await.expect_err("not at risk, with a category");
     assert_eq!(bad_fields(&status), ["categories"]);
@@ -563,7 +568,7 @@ mod props {
         let p = partnership(ids);
         let case_ref = prop_oneof![4 => "[A-Z0-9-]{0,20}", 1 => any::<String>(), 1 => (120usize..140).prop_map(|n| "c".repeat(n))];
         let attendance = (p.clone(), case_ref.clone(), enum_int(), enum_int(), opt_bool(), opt_bool()).prop_map(|(partnership, case_ref, role, session, w, i)| {
-            Req::Attendance(pb::CheckAttendanceRequest { partnership, case_ref, role, session, wishes_to_give_views: w, intends_to_attend: i })
+            Req::Attendance(pb::CheckAttendanceRequest { partnership, case_ref, role, session, wishes_to_give_views: w, intends_to_attend: i, conference_date: None, first_language_english: None, needs_other_format: None })
         });
         let exclusion = (p.clone(), case_ref.clone(), enum_int(), vec(enum_int(), 0..70))
             .prop_map(|(partnership, case_ref, role, grounds)| Req::Exclusion(pb::CheckExclusionRequest { partnership, case_ref, role, grounds }));
@@ -595,6 +600,8 @@ mod props {
                     conference_date,
                     first_review,
                     safety_scores,
+                    first_language_english: None,
+                    needs_other_format: None,
                 })
             });
         let ground = (enum_int(), text()).prop_map(|(category, description)| pb::ComplaintGround { category, description });

@@ -194,6 +194,8 @@ pub fn plan_type_request(partnership: &str, facts: &Value) -> pb::DeterminePlanT
             .flatten()
             .map(|s| i32::try_from(s.as_i64().expect("score")).expect("score"))
             .collect(),
+        first_language_english: opt_bool(facts, "first_language_english"),
+        needs_other_format: opt_bool(facts, "needs_other_format"),
     }
 }
 

@@ -69,6 +69,9 @@ impl TryFrom<pb::CheckAttendanceRequest> for EdgeRequest {
         f.enumeration::<pb::Session>("session", r.session);
         f.value("wishes_to_give_views", r.wishes_to_give_views);
         f.value("intends_to_attend", r.intends_to_attend);
+        f.value("conference_date", r.conference_date);
+        f.value("first_language_english", r.first_language_english);
+        f.value("needs_other_format", r.needs_other_format);
         f.finish(r.partnership, "attendance", r.case_ref)
     }
 }
@@ -109,6 +112,8 @@ impl TryFrom<pb::DeterminePlanTypeRequest> for EdgeRequest {
         f.value("early_help_appropriate", r.early_help_appropriate);
         f.value("conference_date", r.conference_date);
         f.value("first_review", r.first_review);
+        f.value("first_language_english", r.first_language_english);
+        f.value("needs_other_format", r.needs_other_format);
         // proto3 cannot tell an empty repeated field from an absent one: empty means not given.
         if !r.safety_scores.is_empty() {
             f.map.insert("safety_scores".into(), Value::Array(r.safety_scores.into_iter().map(Value::from).collect()));
