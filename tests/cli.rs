@@ -66,7 +66,13 @@ fn eval_refuses_bad_facts_with_the_field() {
     assert_eq!(o.status.code(), Some(1));
     let e: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json error");
     let fields: Vec<&str> = e["violations"].as_array().expect("violations").iter().filter_map(|v| v["field"].as_str()).collect();
-    assert!(fields.contains(&"age") && fields.contains(&"wishes_to_attend"), "{fields:?}");
+    assert_eq!(fields, ["age"]);
+    // A fact the rules read but the call left out is refused, naming it and where it is read.
+    let o = run(&["eval", "-p", "york", "-k", "child_invitation", "--json", "-"], Some(r#"{"age": 14}"#));
+    assert_eq!(o.status.code(), Some(1));
+    let e: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json error");
+    assert_eq!(e["violations"][0]["field"], "sufficient_understanding", "{e}");
+    assert!(e["error"].as_str().is_some_and(|m| m.contains("york/child_invitation.rhai:")), "{e}");
 }
 
 #[test]

@@ -71,6 +71,7 @@ mod support {
         let root = dir.path();
         let bundled = bundled_rules();
         std::fs::copy(bundled.join("actions.toml"), root.join("actions.toml")).expect("copy actions.toml");
+        std::fs::copy(bundled.join("vocabulary.toml"), root.join("vocabulary.toml")).expect("copy vocabulary.toml");
         copy_dir(&bundled.join("calendar"), &root.join("calendar"));
         copy_dir(&bundled.join("shared"), &root.join("shared"));
         let p = root.join("broken");
@@ -575,19 +576,3 @@ async fn reload_swaps_good_rules_and_refuses_broken_ones() {
     assert_eq!(bad_fields(&status), ["partnerships[0]"]);
 }
 
-#[test]
-fn the_proto_documents_every_outcome_and_action_code() {
-    let proto = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/proto/cpc/v1/cpc.proto")).expect("read the proto");
-    let actions = std::fs::read_to_string(bundled_rules().join("actions.toml")).expect("read actions.toml");
-    let catalogue = cpc_rules::engine::ActionCatalogue::from_toml(&actions).expect("actions.toml parses");
-    let outcomes = Kind::ALL.iter().flat_map(|k| k.outcomes().iter().copied());
-    let missing: Vec<String> = catalogue
-        .codes
-        .keys()
-        .map(String::as_str)
-        .chain(outcomes)
-        .filter(|c| !proto.contains(&format!("`{c}`")))
-        .map(str::to_string)
-        .collect();
-    assert!(missing.is_empty(), "cpc.proto does not document: {missing:?}");
-}

@@ -27,6 +27,7 @@ fn york_rules() -> (tempfile::TempDir, PathBuf) {
         copy_dir(&bundled.join(part), &root.join(part));
     }
     std::fs::copy(bundled.join("actions.toml"), root.join("actions.toml")).expect("copy actions");
+    std::fs::copy(bundled.join("vocabulary.toml"), root.join("vocabulary.toml")).expect("copy vocabulary");
     (dir, root)
 }
 

@@ -50,7 +50,9 @@ fn partnership_toml(id: &str, custom: &[&str], outcomes: &str) -> String {
         "id = \"{id}\"\nname = \"{id} (test fixture)\"\n\n[[documents]]\ntitle = \"Fixture Guide\"\nsource = \"fixture.md\"\nsections = [\"{SECTION}\"]\n"
     );
     for kind in custom {
-        s.push_str(&format!("\n[custom_kinds.{kind}]\noutcomes = {outcomes}\n"));
+        s.push_str(&format!(
+            "\n[custom_kinds.{kind}]\noutcomes = {outcomes}\nfacts = [{{ name = \"ms\", type = \"int\", min = 0, max = 100000 }}, {{ name = \"name\", type = \"text\", max_len = 200 }}]\n"
+        ));
     }
     s
 }
@@ -105,6 +107,7 @@ pub fn fixture() -> tempfile::TempDir {
     let root = dir.path();
     let bundled = bundled_rules();
     std::fs::copy(bundled.join("actions.toml"), root.join("actions.toml")).expect("copy actions.toml");
+    std::fs::copy(bundled.join("vocabulary.toml"), root.join("vocabulary.toml")).expect("copy vocabulary.toml");
     copy_dir(&bundled.join("calendar"), &root.join("calendar"));
 
     let good = root.join("good");
