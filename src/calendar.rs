@@ -9,6 +9,12 @@
 //! - "within N months of D" is D plus N calendar months (clamped to the end of a shorter month),
 //!   moved back to the last working day on or before it.
 //!
+//! Years the government has not yet published are projected from the statutory pattern (New
+//! Year's Day, Good Friday, Easter Monday, the early May, spring and summer bank holidays,
+//! Christmas Day and Boxing Day, with substitute weekdays) up to the file's `project_until`, and
+//! marked provisional, so a due date that rests on one says so. One-off holidays cannot be
+//! projected; when a year is published, list it and it replaces the projection.
+//!
 //! A date outside the years the calendar covers is an error, never a guess.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -45,7 +51,71 @@ pub enum CalendarError {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct File {
+    /// Project the statutory pattern for every year after the last listed one, up to this one.
+    #[serde(default)]
+    project_until: Option<i32>,
     year: Vec<YearEntry>,
+}
+
+/// Easter Sunday of `year` (the Gregorian computus: anonymous algorithm).
+pub fn easter_sunday(year: i32) -> Option<NaiveDate> {
+    let a = year % 19;
+    let b = year / 100;
+    let c = year % 100;
+    let d = b / 4;
+    let e = b % 4;
+    let f = (b + 8) / 25;
+    let g = (b - f + 1) / 3;
+    let h = (19 * a + b - d - g + 15) % 30;
+    let i = c / 4;
+    let k = c % 4;
+    let l = (32 + 2 * e + 2 * i - h - k) % 7;
+    let m = (a + 11 * h + 22 * l) / 451;
+    let month = (h + l - 7 * m + 114) / 31;
+    let day = (h + l - 7 * m + 114) % 31 + 1;
+    NaiveDate::from_ymd_opt(year, u32::try_from(month).ok()?, u32::try_from(day).ok()?)
+}
+
+fn first_monday(year: i32, month: u32) -> Option<NaiveDate> {
+    NaiveDate::from_weekday_of_month_opt(year, month, Weekday::Mon, 1)
+}
+
+fn last_monday(year: i32, month: u32) -> Option<NaiveDate> {
+    let next = if month == 12 { NaiveDate::from_ymd_opt(year + 1, 1, 1)? } else { NaiveDate::from_ymd_opt(year, month + 1, 1)? };
+    let last = next.pred_opt()?;
+    last.checked_sub_days(chrono::Days::new(u64::from(last.weekday().num_days_from_monday())))
+}
+
+/// The statutory bank holidays of England and Wales for `year`, with substitute weekdays: what
+/// a year looks like when no one-off holiday is added.
+pub fn projected_holidays(year: i32) -> Vec<NaiveDate> {
+    let d = |m, day| NaiveDate::from_ymd_opt(year, m, day);
+    let mut out = Vec::new();
+    // New Year's Day, or the Monday after when it falls at a weekend.
+    if let Some(ny) = d(1, 1) {
+        out.push(match ny.weekday() {
+            Weekday::Sat => ny + chrono::Duration::days(2),
+            Weekday::Sun => ny + chrono::Duration::days(1),
+            _ => ny,
+        });
+    }
+    if let Some(easter) = easter_sunday(year) {
+        out.push(easter - chrono::Duration::days(2));
+        out.push(easter + chrono::Duration::days(1));
+    }
+    out.extend([first_monday(year, 5), last_monday(year, 5), last_monday(year, 8)].into_iter().flatten());
+    // Christmas Day and Boxing Day; a holiday at a weekend moves to the next free weekday.
+    if let (Some(christmas), Some(boxing)) = (d(12, 25), d(12, 26)) {
+        let (c, b) = match christmas.weekday() {
+            Weekday::Fri => (Some(christmas), d(12, 28)),
+            Weekday::Sat => (d(12, 27), d(12, 28)),
+            Weekday::Sun => (d(12, 27), Some(boxing)),
+            _ => (Some(christmas), Some(boxing)),
+        };
+        out.extend([c, b].into_iter().flatten());
+    }
+    out.sort();
+    out
 }
 
 #[derive(Deserialize)]
@@ -84,6 +154,18 @@ impl Calendar {
                         }
                     }
                 }
+            }
+        }
+        if let (Some(until), Some(&last)) = (file.project_until, years.keys().next_back()) {
+            if until < last {
+                problems.push(format!("project_until = {until} is before the last listed year {last}"));
+            }
+            if until > last + 50 {
+                problems.push(format!("project_until = {until} is more than 50 years ahead of the last listed year"));
+            }
+            for y in last + 1..=until.min(last + 50) {
+                years.insert(y, true);
+                holidays.extend(projected_holidays(y));
             }
         }
         if years.is_empty() {
@@ -182,6 +264,33 @@ impl Calendar {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn the_projection_reproduces_every_published_year_without_a_one_off() {
+        let text = include_str!("../rules/calendar/bank-holidays.toml");
+        let cal = Calendar::from_toml(text).unwrap_or_else(|e| panic!("{e}"));
+        // 2020 (VE Day moved), 2022 (Jubilee, State Funeral) and 2023 (Coronation) had one-offs.
+        for year in [2021, 2024, 2025, 2026, 2027, 2028] {
+            let listed: Vec<NaiveDate> = cal.holidays.iter().copied().filter(|d| d.year() == year).collect();
+            assert_eq!(projected_holidays(year), listed, "{year}");
+        }
+    }
+
+    #[test]
+    fn projected_years_run_to_2035_and_are_provisional() {
+        let cal = Calendar::from_toml(include_str!("../rules/calendar/bank-holidays.toml")).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(cal.range(), (2020, 2035));
+        let d = |s: &str| crate::facts::parse_date(s).unwrap_or_default();
+        assert!(cal.is_provisional(d("2031-06-01")));
+        assert!(!cal.is_provisional(d("2027-06-01")));
+        // Christmas 2032 is a Saturday: substitutes on Monday 27 and Tuesday 28.
+        assert_eq!(cal.is_bank_holiday(d("2032-12-27")), Ok(true));
+        assert_eq!(cal.is_bank_holiday(d("2032-12-28")), Ok(true));
+        // Easter 2035 is 25 March: Good Friday 23 March.
+        assert_eq!(cal.is_bank_holiday(d("2035-03-23")), Ok(true));
+        assert!(matches!(cal.is_bank_holiday(d("2036-01-01")), Err(CalendarError::OutOfRange { .. })));
+    }
+
     use super::*;
 
     fn cal() -> Calendar {
@@ -192,9 +301,8 @@ mod tests {
     }
 
     #[test]
-    fn bundled_calendar_covers_2020_to_2028_with_2028_provisional() {
+    fn bundled_calendar_lists_2020_to_2028_with_2028_provisional() {
         let c = cal();
-        assert_eq!(c.range(), (2020, 2028));
         assert!(c.is_provisional(d("2028-06-01")));
         assert!(!c.is_provisional(d("2027-06-01")));
     }
@@ -250,7 +358,7 @@ mod tests {
     #[test]
     fn refuses_dates_outside_the_calendar() {
         let c = cal();
-        assert!(matches!(c.working_days_after(d("2028-12-29"), 5), Err(CalendarError::OutOfRange { .. })));
+        assert!(matches!(c.working_days_after(d("2035-12-28"), 5), Err(CalendarError::OutOfRange { .. })));
         assert!(matches!(c.months_after(d("2019-10-01"), 3), Err(CalendarError::OutOfRange { .. })));
     }
 
