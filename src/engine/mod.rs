@@ -6,19 +6,19 @@
 //! kind's AST on the hardened engine and turns what the script returns into a
 //! [`crate::model::Decision`] — or an error, never a guess.
 //!
-//! [`build_engine`] is the one place the Rhai engine is configured: strict variables, limits
-//! on operations, call depth, expression depth, string, array and map sizes, a wall-clock
-//! budget per decision via `on_progress`, no module loading (so no file access), no `eval`,
-//! and `print`/`debug` silenced.
+//! [`build_engine`] is the one place the Rhai engine is configured: the allow-listed language and
+//! the limits of [`sandbox`] (operations, CPU time of the running thread, one data limit in
+//! bytes, call and expression depth), then the rule helpers. No module loading (so no file
+//! access), no `eval`, and `print`/`debug` silenced.
 
 pub mod helpers;
 mod ruleset;
+pub mod sandbox;
 
-use std::cell::Cell;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use rhai::{Dynamic, Engine};
+use rhai::Engine;
 
 pub use ruleset::{
     ActionCatalogue, Diagnostic, DiagnosticSeverity, KindInfo, Metadata, RuleSet, RuleSources,
@@ -27,10 +27,14 @@ pub use ruleset::{
 
 use crate::calendar::Calendar;
 
-/// The limits every script runs under.
+pub(crate) use sandbox::{CPU_BUDGET_TOKEN, with_cpu_budget};
+
+/// The limits every script runs under — when serving, and in `cpc-rules test`/`check` and every
+/// reload, so what passes the gate runs the same way live. The defaults come from measuring the
+/// bundled rules (`docs/reliability.md`), with headroom.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limits {
-    /// Most Rhai operations one decision may take.
+    /// Most Rhai operations one decision may take (deterministic).
     pub max_operations: u64,
     /// Deepest function-call nesting.
     pub max_call_depth: usize,
@@ -38,82 +42,38 @@ pub struct Limits {
     pub max_expr_depth: usize,
     /// Deepest expression nesting inside functions.
     pub max_fn_expr_depth: usize,
-    /// Longest string a script may build (bytes).
-    pub max_string_size: usize,
-    /// Largest array a script may build.
+    /// The data limit: the most bytes any value a script builds may hold, by
+    /// [`sandbox::data_size`] — text bytes, map keys, and a fixed cost per list element and map
+    /// entry, nested values included.
+    pub max_data_bytes: usize,
+    /// Most elements in a list (nested lists included).
     pub max_array_size: usize,
-    /// Largest map a script may build.
+    /// Most entries in a map (nested maps included).
     pub max_map_size: usize,
-    /// Wall-clock budget for one decision.
+    /// CPU time of the thread running one decision (not wall-clock time: waiting for a core
+    /// while other decisions run does not count).
     pub time_budget: Duration,
 }
 
 impl Default for Limits {
     fn default() -> Self {
         Limits {
-            max_operations: 200_000,
-            max_call_depth: 32,
+            max_operations: 100_000,
+            max_call_depth: 16,
             max_expr_depth: 64,
             max_fn_expr_depth: 32,
-            max_string_size: 64 * 1024,
-            max_array_size: 1024,
+            max_data_bytes: 16 * 1024,
+            max_array_size: 256,
             max_map_size: 256,
             time_budget: Duration::from_millis(50),
         }
     }
 }
 
-thread_local! {
-    static DEADLINE: Cell<Option<Instant>> = const { Cell::new(None) };
-}
-
-/// The value a script's evaluation is terminated with when its wall-clock budget runs out.
-pub(crate) const TIMEOUT_TOKEN: &str = "cpc-rules: time budget exceeded";
-
-/// Runs `f` with the current thread's script deadline set to `budget` from now.
-pub(crate) fn with_deadline<T>(budget: Duration, f: impl FnOnce() -> T) -> T {
-    struct Reset(Option<Instant>);
-    impl Drop for Reset {
-        fn drop(&mut self) {
-            DEADLINE.with(|d| d.set(self.0));
-        }
-    }
-    let previous = DEADLINE.with(|d| d.replace(Instant::now().checked_add(budget)));
-    let _reset = Reset(previous);
-    f()
-}
-
-/// Builds the hardened engine every rule set runs on. The only place limits are set.
+/// Builds the hardened engine every rule set runs on: the sandbox (allow-list and limits), then
+/// the rule helpers. The only place limits are set.
 pub fn build_engine(limits: &Limits, calendar: Arc<Calendar>) -> Engine {
-    let mut engine = Engine::new();
-    engine
-        .set_strict_variables(true)
-        .set_max_operations(limits.max_operations)
-        .set_max_call_levels(limits.max_call_depth)
-        .set_max_expr_depths(limits.max_expr_depth, limits.max_fn_expr_depth)
-        .set_max_string_size(limits.max_string_size)
-        .set_max_array_size(limits.max_array_size)
-        .set_max_map_size(limits.max_map_size)
-        .set_max_variables(256)
-        .set_max_functions(256)
-        .set_max_modules(0)
-        .set_module_resolver(rhai::module_resolvers::DummyModuleResolver::new())
-        .on_print(|_| {})
-        .on_debug(|_, _, _| {})
-        // No string interner: with `sync`, Rhai guards it with a lock every thread running this
-        // engine takes, and a thread that finds it held sleeps 10 ms (see docs/performance.md).
-        .set_max_strings_interned(0);
-    engine.disable_symbol("eval");
-    engine.on_progress(|ops| {
-        // Checking the clock every 128 operations keeps the cost negligible.
-        if ops % 128 != 0 {
-            return None;
-        }
-        match DEADLINE.with(Cell::get) {
-            Some(deadline) if Instant::now() >= deadline => Some(Dynamic::from(TIMEOUT_TOKEN)),
-            _ => None,
-        }
-    });
+    let mut engine = sandbox::engine(limits);
     helpers::register(&mut engine, calendar);
     engine
 }

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use super::{Limits, TIMEOUT_TOKEN, build_engine, with_deadline};
+use super::{CPU_BUDGET_TOKEN, Limits, build_engine, with_cpu_budget};
 use crate::calendar::Calendar;
 use crate::error::{DecisionError, ScriptFailure, ScriptLocation};
 use crate::facts::Kind;
@@ -264,6 +264,7 @@ impl RuleSet {
                         diags.push(Diagnostic::new("shared-statement", file, stmt.position(), "shared files may only define functions (`fn name(…) { … }`)", None));
                     }
                     ast.set_source(file.path.as_str());
+                    diags.extend(super::sandbox::check_ast(&file.path, &file.text, &ast));
                     shared_fns.extend(ast.iter_functions().map(|f| f.name.to_string()));
                     shared_ast = Some(match shared_ast {
                         Some(acc) => acc.merge(&ast),
@@ -325,6 +326,7 @@ impl RuleSet {
                     let ctx = CheckContext { file, info: &info, known_fns: &known_fns, sections: &sections, actions: &actions };
                     let before = diags.len();
                     ctx.check(&ast, &mut diags);
+                    diags.extend(super::sandbox::check_ast(&file.path, &file.text, &ast));
                     if diags.len() == before {
                         // Checked as written; run with constants folded and the pure helpers'
                         // calls on constant arguments made once, here, rather than per decision.
@@ -385,7 +387,7 @@ impl RuleSet {
         }
         let mut scope = Scope::new();
         scope.push_constant_dynamic("facts", to_dynamic(facts));
-        let value = with_deadline(self.limits.time_budget, || self.engine.eval_ast_with_scope::<Dynamic>(&mut scope, &ck.ast))
+        let value = with_cpu_budget(self.limits.time_budget, || self.engine.eval_ast_with_scope::<Dynamic>(&mut scope, &ck.ast))
             .map_err(|e| script_error(&ck.info.file, &self.limits, &e))?;
         self.to_decision(ck, value).map_err(|message| DecisionError::Script {
             failure: ScriptFailure::BadResult,
@@ -567,9 +569,9 @@ fn script_error(file: &str, limits: &Limits, err: &EvalAltResult) -> DecisionErr
         }
     }
     let (failure, message) = match e {
-        EvalAltResult::ErrorTerminated(token, _) if token.to_string() == TIMEOUT_TOKEN => (
+        EvalAltResult::ErrorTerminated(token, _) if token.to_string() == CPU_BUDGET_TOKEN => (
             ScriptFailure::Timeout,
-            format!("the script ran longer than its budget of {} ms and was stopped", limits.time_budget.as_millis()),
+            format!("the script used more than its CPU budget of {} ms and was stopped", limits.time_budget.as_millis()),
         ),
         EvalAltResult::ErrorTooManyOperations(_) => (
             ScriptFailure::Limit,
