@@ -581,7 +581,7 @@ fn script_error(file: &str, limits: &Limits, err: &EvalAltResult) -> DecisionErr
             ScriptFailure::Limit,
             format!("functions called each other more than {} deep and were stopped (endless recursion?)", limits.max_call_depth),
         ),
-        EvalAltResult::ErrorDataTooLarge(what, _) => (ScriptFailure::Limit, format!("the script built a value too large: {what}")),
+        EvalAltResult::ErrorDataTooLarge(what, _) => (ScriptFailure::Limit, format!("the script built a value too large: {what} (limits: {} bytes of data, {} list elements, {} map entries)", limits.max_data_bytes, limits.max_array_size, limits.max_map_size)),
         EvalAltResult::ErrorTooManyVariables(_) | EvalAltResult::ErrorTooManyModules(_) => (ScriptFailure::Limit, strip_position(e)),
         EvalAltResult::ErrorRuntime(v, _) => (ScriptFailure::Runtime, format!("the script stopped with an error: {v}")),
         _ => (ScriptFailure::Runtime, strip_position(e)),

@@ -117,6 +117,10 @@ fn too_large(limits_bytes: usize, what: &str) -> Box<EvalAltResult> {
     EvalAltResult::ErrorDataTooLarge(format!("{what} would pass the data limit of {limits_bytes} bytes"), Position::NONE).into()
 }
 
+fn over_limit(max_bytes: usize) -> ImmutableString {
+    " ".repeat(max_bytes.saturating_add(1)).into()
+}
+
 fn dyn_eq(a: &Dynamic, b: &Dynamic) -> bool {
     if let (Ok(x), Ok(y)) = (a.as_immutable_string_ref(), b.as_immutable_string_ref()) {
         return *x == *y;
@@ -249,18 +253,21 @@ fn register_allowed(engine: &mut Engine, limits: &Limits) {
 
     // Text of a list or map: the largest it can be is bounded from its data size before it is
     // built (quotes, escapes and separators at most multiply text by 6 and add 8 per entry).
+    // Past the limit the answer is a text just over it, which Rhai's own check refuses wherever
+    // it lands: an error here would make string interpolation fall back to formatting the whole
+    // value anyway.
     for name in ["to_string", "to_debug"] {
         engine.register_fn(name, move |list: &mut Array| -> Result<ImmutableString, Box<EvalAltResult>> {
             let bound = list.iter().map(|e| 8 + 6 * data_size(e)).sum::<usize>() + 2;
             if bound > max_bytes {
-                return Err(too_large(max_bytes, "the text of a list"));
+                return Ok(over_limit(max_bytes));
             }
             Ok(format!("{:?}", Dynamic::from_array(list.clone())).into())
         });
         engine.register_fn(name, move |map: &mut Map| -> Result<ImmutableString, Box<EvalAltResult>> {
             let bound = map.iter().map(|(k, v)| 8 + 6 * k.len() + 6 * data_size(v)).sum::<usize>() + 3;
             if bound > max_bytes {
-                return Err(too_large(max_bytes, "the text of a map"));
+                return Ok(over_limit(max_bytes));
             }
             Ok(format!("{:?}", Dynamic::from_map(map.clone())).into())
         });
