@@ -24,7 +24,7 @@ use arc_swap::ArcSwap;
 use serde_json::Value;
 
 use crate::cases::{Case, CaseResult, parse_cases, run_case};
-use crate::engine::{Diagnostic, DiagnosticSeverity, Limits, RuleSet, RuleSources, SourceFile};
+use crate::engine::{Diagnostic, DiagnosticSeverity, Limits, RuleSet};
 use crate::error::DecisionError;
 use crate::model::{Decision, PartnershipInfo, ReloadFailure};
 
@@ -92,59 +92,15 @@ impl Build {
     }
 }
 
-fn rel(root: &Path, p: &Path) -> String {
-    p.strip_prefix(root).unwrap_or(p).to_string_lossy().replace('\\', "/")
-}
-
-fn read(root: &Path, p: &Path) -> Result<SourceFile, Diagnostic> {
-    std::fs::read_to_string(p).map(|text| SourceFile { path: rel(root, p), text }).map_err(|e| Diagnostic {
-        severity: DiagnosticSeverity::Error,
-        code: "io",
-        file: rel(root, p),
-        line: None,
-        column: None,
-        message: format!("cannot read: {e}"),
-        help: None,
-        source_line: None,
-    })
-}
-
-fn list(dir: &Path, ext: &str) -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map(|rd| rd.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.is_file() && p.extension().is_some_and(|x| x == ext)).collect())
-        .unwrap_or_default();
-    v.sort();
-    v
-}
-
-/// The partnership ids in a rules folder: every sub-folder with a `partnership.toml`.
+/// The partnership ids in a rules folder: every sub-folder with a `partnership.toml` (or that
+/// cannot be read, so the problem is reported). See [`source::scan`].
 pub fn partnership_ids(root: &Path) -> std::io::Result<Vec<String>> {
-    let mut ids: Vec<String> = std::fs::read_dir(root)?
-        .filter_map(|e| e.ok())
-        .filter(|e| e.path().join("partnership.toml").is_file())
-        .filter_map(|e| e.file_name().to_str().map(str::to_string))
-        .collect();
-    ids.sort();
-    Ok(ids)
+    source::scan(root).map(|s| s.ids)
 }
 
 /// Reads, compiles, checks and tests one partnership from disk.
 pub fn build(root: &Path, id: &str, limits: &Limits) -> Build {
-    let mut diagnostics = Vec::new();
-    let mut ok = |r: Result<SourceFile, Diagnostic>| match r {
-        Ok(f) => Some(f),
-        Err(d) => {
-            diagnostics.push(d);
-            None
-        }
-    };
-    let dir = root.join(id);
-    let metadata = ok(read(root, &dir.join("partnership.toml")));
-    let calendar = ok(read(root, &root.join("calendar").join("bank-holidays.toml")));
-    let actions = ok(read(root, &root.join("actions.toml")));
-    let scripts: Vec<SourceFile> = list(&dir, "rhai").iter().filter_map(|p| ok(read(root, p))).collect();
-    let shared: Vec<SourceFile> = list(&root.join("shared"), "rhai").iter().filter_map(|p| ok(read(root, p))).collect();
-    let case_files: Vec<SourceFile> = list(&dir.join("tests"), "toml").iter().filter_map(|p| ok(read(root, p))).collect();
+    let source::Read { sources, case_files, mut diagnostics } = source::read_partnership(root, id);
     let mut cases = Vec::new();
     for f in &case_files {
         match parse_cases(f) {
@@ -152,10 +108,9 @@ pub fn build(root: &Path, id: &str, limits: &Limits) -> Build {
             Err(d) => diagnostics.extend(d),
         }
     }
-    let (Some(metadata), Some(calendar), Some(actions)) = (metadata, calendar, actions) else {
+    let Some(sources) = sources else {
         return Build { id: id.to_string(), set: None, diagnostics, results: Vec::new(), cases };
     };
-    let sources = RuleSources { id: id.to_string(), metadata, scripts, shared, calendar, actions };
     match RuleSet::compile(&sources, limits) {
         Ok(set) => {
             let results = cases.iter().map(|c| run_case(&set, c)).collect();
@@ -359,4 +314,5 @@ impl RuleStore {
     }
 }
 
+pub mod source;
 pub mod watch;
