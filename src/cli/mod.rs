@@ -479,8 +479,8 @@ fn serve(args: ServeArgs) -> u8 {
             match watch::spawn(Arc::clone(&store), args.debounce) {
                 Ok(w) => Some(w),
                 Err(e) => {
-                    tracing::warn!(error = %e, "cannot watch the rules folder; reload with SIGHUP or ReloadRules");
-                    None
+                    eprintln!("error: cannot watch the rules folder ({e}); fix it, or pass --no-watch to reload only with SIGHUP or ReloadRules");
+                    return RULE_PROBLEMS;
                 }
             }
         };
