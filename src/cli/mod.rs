@@ -119,7 +119,7 @@ struct ServeArgs {
     addr: std::net::SocketAddr,
     #[command(flatten)]
     rules: RulesArg,
-    /// Wall-clock budget per decision.
+    /// CPU time of the thread running one decision (not wall-clock time, so load does not change answers).
     #[arg(long, env = "CPC_DECISION_BUDGET", default_value = "50ms", value_parser = humantime::parse_duration)]
     decision_budget: std::time::Duration,
     /// Do not watch the rules folder (reload only on SIGHUP or ReloadRules).

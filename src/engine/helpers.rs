@@ -227,6 +227,7 @@ pub fn reference_markdown() -> String {
     for h in HELPERS {
         s.push_str(&format!("### `{}`\n\n`{}`\n\n{}\n\n```rhai\n{}\n```\n\n", h.name, h.signature, h.doc, h.example));
     }
+    s.push_str(&super::sandbox::allow_list_markdown(&super::Limits::default()));
     s.push_str("## Facts and outcomes by kind\n\nScripts read facts as `facts.<name>`; an optional fact that was not given is `()`.\n\n");
     for kind in crate::facts::Kind::ALL {
         s.push_str(&format!("### `{}`\n\nOutcomes: {}\n\n| fact | type | required | meaning |\n|---|---|---|---|\n", kind.as_str(),

@@ -56,15 +56,26 @@ pub struct Limits {
 }
 
 impl Default for Limits {
+    /// Measured (`measure_bundled_rules` in `sandbox.rs`, figures in `docs/reliability.md`): the
+    /// least each limit can be for every bundled case *and* the largest valid request of every
+    /// kind (64-item lists, 4,000-character texts) to decide, then doubled or more.
     fn default() -> Self {
         Limits {
-            max_operations: 100_000,
+            // needs 3,953 (largest requests; 449 for the test cases)
+            max_operations: 50_000,
+            // needs 2
             max_call_depth: 16,
+            // needs 20 and 15
             max_expr_depth: 64,
             max_fn_expr_depth: 32,
-            max_data_bytes: 16 * 1024,
+            // needs 15,992 bytes: a 4,000-character text fact of four-byte characters, copied
+            // to trim it (2,732 for the test cases)
+            max_data_bytes: 32 * 1024,
+            // needs 76
             max_array_size: 256,
-            max_map_size: 256,
+            // needs 243 (64 complaint grounds routed, three fields each)
+            max_map_size: 512,
+            // the most CPU any bundled case takes is about 0.3 ms (debug build)
             time_budget: Duration::from_millis(50),
         }
     }
