@@ -129,7 +129,7 @@ async fn every_hostile_script_is_internal_naming_file_and_position_within_its_bu
 async fn the_wall_clock_budget_stops_a_loop_even_without_an_operations_limit() {
     let rules = fixture();
     let limits = Limits { max_operations: 0, ..Limits::default() };
-    let budget = limits.time_budget;
+    let budget = limits.cpu_budget;
     let server = start(load(rules.path(), limits), ServerOptions::default(), false).await;
     let mut client = server.decisions().await;
     let started = Instant::now();

@@ -138,7 +138,7 @@ struct ServeArgs {
     addr: std::net::SocketAddr,
     #[command(flatten)]
     rules: RulesArg,
-    /// Wall-clock budget per decision.
+    /// CPU time of the thread running one decision (not wall-clock time, so load does not change answers).
     #[arg(long, env = "CPC_DECISION_BUDGET", default_value = "50ms", value_parser = humantime::parse_duration)]
     decision_budget: std::time::Duration,
     /// Do not watch the rules folder (reload only on SIGHUP or ReloadRules).
@@ -582,8 +582,8 @@ fn serve(args: ServeArgs) -> u8 {
             match watch::spawn(Arc::clone(&store), args.debounce) {
                 Ok(w) => Some(w),
                 Err(e) => {
-                    tracing::warn!(error = %e, "cannot watch the rules folder; reload with SIGHUP or ReloadRules");
-                    None
+                    eprintln!("error: cannot watch the rules folder ({e}); fix it, or pass --no-watch to reload only with SIGHUP or ReloadRules");
+                    return RULE_PROBLEMS;
                 }
             }
         };

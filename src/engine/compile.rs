@@ -137,6 +137,7 @@ impl RuleSet {
                         ));
                     }
                     ast.set_source(file.path.as_str());
+                    diags.extend(super::sandbox::check_ast(file, &ast));
                     shared_fns.extend(ast.iter_functions().map(|f| f.name.to_string()));
                     shared_asts.push((file, ast));
                 }
@@ -178,6 +179,7 @@ impl RuleSet {
                     let checker = Checker { file, schema: &schema, known_fns: &known_fns, sections: &sections, actions: &actions };
                     let before = diags.len();
                     let reads = checker.check(&ast, &mut diags);
+                    diags.extend(super::sandbox::check_ast(file, &ast));
                     if diags.len() == before {
                         // Checked as written; run with constants folded and the pure helpers'
                         // calls on constant arguments made once, here, rather than per decision.

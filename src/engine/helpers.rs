@@ -77,6 +77,24 @@ pub const HELPERS: &[HelperDoc] = &[
         example: r#"days_after("2025-03-03", 14)   // "2025-03-17""#,
     },
     HelperDoc {
+        name: "days_before",
+        signature: "days_before(date, n)",
+        doc: "`date` minus n calendar days.",
+        example: r#"days_before("2025-03-17", 1)   // "2025-03-16""#,
+    },
+    HelperDoc {
+        name: "calendar_months_after",
+        signature: "calendar_months_after(date, n)",
+        doc: "`date` plus n calendar months, clamped to a shorter month's end, NOT moved off a weekend or bank holiday (compare with `months_after` to tell whether a date was moved).",
+        example: r#"calendar_months_after("2024-11-30", 3)   // "2025-02-28""#,
+    },
+    HelperDoc {
+        name: "working_day_on_or_before",
+        signature: "working_day_on_or_before(date)",
+        doc: "`date` itself when it is a working day, otherwise the last working day before it.",
+        example: r#"working_day_on_or_before("2025-12-25")   // "2025-12-24""#,
+    },
+    HelperDoc {
         name: "is_working_day",
         signature: "is_working_day(date)",
         doc: "Whether `date` is a working day.",
@@ -170,6 +188,28 @@ pub fn register(engine: &mut Engine, calendar: Arc<Calendar>) {
             .map(|d| d.to_string())
             .ok_or_else(|| "date out of range".into())
     });
+    engine.register_fn("days_before", |date: &str, n: i64| -> Result<String, Box<EvalAltResult>> {
+        let d = date_arg(date)?;
+        let n = count_arg(n)?;
+        d.checked_sub_days(chrono::Days::new(u64::from(n))).map(|d| d.to_string()).ok_or_else(|| "date out of range".into())
+    });
+    engine.register_fn("calendar_months_after", |date: &str, n: i64| -> Result<String, Box<EvalAltResult>> {
+        let d = date_arg(date)?;
+        let n = count_arg(n)?;
+        d.checked_add_months(chrono::Months::new(n)).map(|d| d.to_string()).ok_or_else(|| "date out of range".into())
+    });
+    let c = calendar.clone();
+    engine.register_fn("working_day_on_or_before", move |date: &str| -> Result<String, Box<EvalAltResult>> {
+        let mut d = date_arg(date)?;
+        // At most a long weekend and a run of bank holidays: a bound, not a guess.
+        for _ in 0..14 {
+            if c.is_working_day(d).map_err(cal_err)? {
+                return Ok(d.to_string());
+            }
+            d = d.pred_opt().ok_or("date out of range")?;
+        }
+        Err("no working day in the fortnight before this date: check the calendar".into())
+    });
     let c = calendar.clone();
     engine.register_fn("is_working_day", move |date: &str| -> Result<bool, Box<EvalAltResult>> {
         c.is_working_day(date_arg(date)?).map_err(cal_err)
@@ -208,6 +248,7 @@ pub fn reference_markdown(vocabulary: &Vocabulary) -> String {
     for h in HELPERS {
         s.push_str(&format!("### `{}`\n\n`{}`\n\n{}\n\n```rhai\n{}\n```\n\n", h.name, h.signature, h.doc, h.example));
     }
+    s.push_str(&super::sandbox::allow_list_markdown(&super::Limits::default()));
     s.push_str(
         "## Facts and outcomes by kind\n\nGenerated from `rules/vocabulary.toml`. Scripts read facts as `facts.<name>`; a call must carry a fact \
          only when the script reads it, so test for an optional fact with `\"name\" in facts` before reading it.\n\n",

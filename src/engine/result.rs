@@ -84,7 +84,7 @@ pub(crate) fn script_error(file: &str, limits: &Limits, err: &EvalAltResult) -> 
     let (failure, message) = match e {
         EvalAltResult::ErrorTerminated(token, _) if super::is_budget_token(token) => (
             ScriptFailure::Timeout,
-            format!("the script used more than its budget of {} ms of CPU time and was stopped", limits.cpu_budget.as_millis()),
+            format!("the script used more than its CPU budget of {} ms and was stopped", limits.cpu_budget.as_millis()),
         ),
         EvalAltResult::ErrorTooManyOperations(_) => (
             ScriptFailure::Limit,
@@ -94,7 +94,13 @@ pub(crate) fn script_error(file: &str, limits: &Limits, err: &EvalAltResult) -> 
             ScriptFailure::Limit,
             format!("functions called each other more than {} deep and were stopped (endless recursion?)", limits.max_call_depth),
         ),
-        EvalAltResult::ErrorDataTooLarge(what, _) => (ScriptFailure::Limit, format!("the script built a value too large: {what}")),
+        EvalAltResult::ErrorDataTooLarge(what, _) => (
+            ScriptFailure::Limit,
+            format!(
+                "the script built a value too large: {what} (limits: {} bytes of data, {} list elements, {} map entries)",
+                limits.max_data_bytes, limits.max_array_size, limits.max_map_size
+            ),
+        ),
         EvalAltResult::ErrorTooManyVariables(_) | EvalAltResult::ErrorTooManyModules(_) => (ScriptFailure::Limit, strip_position(e)),
         EvalAltResult::ErrorRuntime(v, _) => (ScriptFailure::Runtime, format!("the script stopped with an error: {v}")),
         _ => (ScriptFailure::Runtime, strip_position(e)),

@@ -62,6 +62,25 @@ fn err(msg: impl Into<String>) -> Box<EvalAltResult> {
     Box::new(EvalAltResult::ErrorRuntime(Dynamic::from(BadResult(msg.into())), Position::NONE))
 }
 
+/// A list of objects from the facts (complaint grounds), read-only. Kept as a typed value
+/// rather than a Rhai list of maps, so the caller's text in it does not count against the
+/// data a script may build (it is bounded by the vocabulary), and nothing is copied until a
+/// script reads a field.
+#[derive(Debug, Clone)]
+pub struct FactList(Arc<Vec<FactValue>>);
+
+impl IntoIterator for FactList {
+    type Item = Dynamic;
+    type IntoIter = std::vec::IntoIter<Dynamic>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter().map(to_dynamic).collect::<Vec<_>>().into_iter()
+    }
+}
+
+/// One object of the facts (a complaint ground), read-only; fields are read as `g.category`.
+#[derive(Debug, Clone)]
+pub struct FactObject(Arc<Vec<(ImmutableString, FactValue)>>);
+
 /// A fact's value as a script sees it.
 pub fn to_dynamic(v: &FactValue) -> Dynamic {
     match v {
@@ -69,14 +88,11 @@ pub fn to_dynamic(v: &FactValue) -> Dynamic {
         FactValue::Int(i) => Dynamic::from_int(*i),
         FactValue::Date(d) => Dynamic::from(ImmutableString::from(d.format("%Y-%m-%d").to_string())),
         FactValue::Text(s) | FactValue::Code(s) => Dynamic::from(s.clone()),
-        FactValue::List(items) => Dynamic::from_array(items.iter().map(to_dynamic).collect()),
-        FactValue::Object(fields) => {
-            let mut m = Map::new();
-            for (k, v) in fields {
-                m.insert(k.as_str().into(), to_dynamic(v));
-            }
-            Dynamic::from_map(m)
+        FactValue::List(items) if items.iter().any(|i| matches!(i, FactValue::Object(_))) => {
+            Dynamic::from(FactList(Arc::new(items.clone())))
         }
+        FactValue::List(items) => Dynamic::from_array(items.iter().map(to_dynamic).collect()),
+        FactValue::Object(fields) => Dynamic::from(FactObject(Arc::new(fields.clone()))),
     }
 }
 
@@ -94,6 +110,17 @@ pub fn register(engine: &mut Engine, ctx: ResultContext) {
     });
     // `"name" in facts`: whether the call gave the fact.
     engine.register_fn("contains", |facts: &mut Facts, name: &str| facts.get(name).is_some());
+    engine.register_type_with_name::<FactList>("List");
+    engine.register_iterator::<FactList>();
+    engine.register_fn("len", |l: &mut FactList| i64::try_from(l.0.len()).unwrap_or(i64::MAX));
+    engine.register_fn("is_empty", |l: &mut FactList| l.0.is_empty());
+    engine.register_type_with_name::<FactObject>("Object");
+    engine.register_indexer_get(|o: &mut FactObject, name: &str| -> Result<Dynamic, Box<EvalAltResult>> {
+        o.0.iter()
+            .find(|(k, _)| k.as_str() == name)
+            .map(|(_, v)| to_dynamic(v))
+            .ok_or_else(|| err(format!("`{name}` is not a field of this object")))
+    });
 
     engine.register_type_with_name::<Reason>("Reason");
     engine.register_get("rule_id", |r: &mut Reason| ImmutableString::from(r.rule_id.as_str()));

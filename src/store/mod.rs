@@ -23,7 +23,7 @@ use std::sync::{Arc, Mutex};
 use arc_swap::ArcSwap;
 
 use crate::cases::{Case, CaseResult};
-use crate::engine::{Diagnostic, Limits, RuleSet, RuleSources, SourceFile};
+use crate::engine::{Diagnostic, Limits, RuleSet, RuleSources};
 use crate::error::DecisionError;
 use crate::model::{Decision, DecisionRequest, PartnershipInfo, ReloadFailure};
 
@@ -91,59 +91,15 @@ impl Build {
     }
 }
 
-fn rel(root: &Path, p: &Path) -> String {
-    p.strip_prefix(root).unwrap_or(p).to_string_lossy().replace('\\', "/")
-}
-
-fn read(root: &Path, p: &Path) -> Result<SourceFile, Diagnostic> {
-    std::fs::read_to_string(p)
-        .map(|text| SourceFile { path: rel(root, p), text })
-        .map_err(|e| Diagnostic::whole_file("io", rel(root, p), format!("cannot read: {e}")))
-}
-
-fn list(dir: &Path, ext: &str) -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map(|rd| rd.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.is_file() && p.extension().is_some_and(|x| x == ext)).collect())
-        .unwrap_or_default();
-    v.sort();
-    v
-}
-
-/// The partnership ids in a rules folder: every sub-folder with a `partnership.toml`.
+/// The partnership ids in a rules folder: every sub-folder with a `partnership.toml` (or that
+/// cannot be read, so the problem is reported). See [`source::scan`].
 pub fn partnership_ids(root: &Path) -> std::io::Result<Vec<String>> {
-    let mut ids: Vec<String> = std::fs::read_dir(root)?
-        .filter_map(|e| e.ok())
-        .filter(|e| e.path().join("partnership.toml").is_file())
-        .filter_map(|e| e.file_name().to_str().map(str::to_string))
-        .collect();
-    ids.sort();
-    Ok(ids)
+    source::scan(root).map(|s| s.ids)
 }
 
-/// Reads one partnership's sources from disk: every problem reading them is a diagnostic.
+/// Reads one partnership's sources from disk (see [`source::read_partnership`]).
 pub fn read_sources(root: &Path, id: &str) -> Result<RuleSources, Vec<Diagnostic>> {
-    let mut diagnostics = Vec::new();
-    let mut ok = |r: Result<SourceFile, Diagnostic>| match r {
-        Ok(f) => Some(f),
-        Err(d) => {
-            diagnostics.push(d);
-            None
-        }
-    };
-    let dir = root.join(id);
-    let metadata = ok(read(root, &dir.join("partnership.toml")));
-    let calendar = ok(read(root, &root.join("calendar").join("bank-holidays.toml")));
-    let actions = ok(read(root, &root.join("actions.toml")));
-    let vocabulary = ok(read(root, &root.join("vocabulary.toml")));
-    let scripts: Vec<SourceFile> = list(&dir, "rhai").iter().filter_map(|p| ok(read(root, p))).collect();
-    let shared: Vec<SourceFile> = list(&root.join("shared"), "rhai").iter().filter_map(|p| ok(read(root, p))).collect();
-    let cases: Vec<SourceFile> = list(&dir.join("tests"), "toml").iter().filter_map(|p| ok(read(root, p))).collect();
-    match (metadata, calendar, actions, vocabulary) {
-        (Some(metadata), Some(calendar), Some(actions), Some(vocabulary)) if diagnostics.is_empty() => {
-            Ok(RuleSources { id: id.to_string(), metadata, scripts, shared, calendar, actions, vocabulary, cases })
-        }
-        _ => Err(diagnostics),
-    }
+    source::read_partnership(root, id)
 }
 
 /// Reads, compiles, checks and tests one partnership from disk.
@@ -341,4 +297,5 @@ impl RuleStore {
 
 mod gate;
 pub use gate::gate;
+pub mod source;
 pub mod watch;

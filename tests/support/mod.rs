@@ -51,7 +51,7 @@ fn partnership_toml(id: &str, custom: &[&str], outcomes: &str) -> String {
     );
     for kind in custom {
         s.push_str(&format!(
-            "\n[custom_kinds.{kind}]\noutcomes = {outcomes}\nfacts = [{{ name = \"ms\", type = \"int\", min = 0, max = 100000 }}, {{ name = \"name\", type = \"text\", max_len = 200 }}]\n"
+            "\n[custom_kinds.{kind}]\noutcomes = {outcomes}\nfacts = [{{ name = \"ms\", type = \"int\", min = 0, max = 100000 }}, {{ name = \"name\", type = \"text\", max_len = 200 }}, {{ name = \"child_name\", type = \"text\", max_len = 200 }}]\n"
         ));
     }
     s
@@ -65,14 +65,32 @@ return decide("invite", "The child is invited.", [reason("good.child.older", "Wh
 decide("represent_views", "The child's views are shared.", [reason("good.child.younger", "Who is involved?", "Younger children's views are shared.")], [])
 "#;
 
-/// `good/slow.rhai`: a custom kind that takes `facts.ms` milliseconds of wall-clock time,
-/// then decides (for load and deadline tests; it needs a store with a larger budget).
-pub const GOOD_SLOW: &str = r#"// Fixture: busy for facts.ms milliseconds, then done.
-let started = timestamp();
-let wait = facts.ms / 1000.0;
-while started.elapsed < wait { }
-decide("done", "Done.", [reason("good.slow.done", "Who is involved?", "Fixture rule.")], [])
-"#;
+/// `good/slow.rhai`: a custom kind that is busy for about `facts.ms` milliseconds of CPU time
+/// (so at least that long in wall-clock time), then decides (for load and deadline tests; it
+/// needs a store with a larger budget). Scripts cannot read a clock, so the busy loop is
+/// calibrated once against this machine's engine: see [`loop_iterations_per_ms`].
+pub fn good_slow() -> String {
+    format!(
+        "// Fixture: busy for about facts.ms milliseconds of CPU, then done.\nlet n = facts.ms * {:.1};\nlet i = 0.0;\nwhile i < n {{ i += 1.0; }}\n\
+         decide(\"done\", \"Done.\", [reason(\"good.slow.done\", \"Who is involved?\", \"Fixture rule.\")], [])\n",
+        loop_iterations_per_ms()
+    )
+}
+
+/// Iterations of [`good_slow`]'s loop one millisecond of CPU runs, measured once per test binary.
+pub fn loop_iterations_per_ms() -> f64 {
+    static PER_MS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    *PER_MS.get_or_init(|| {
+        let calendar = cpc_rules::calendar::Calendar::from_toml(&std::fs::read_to_string(bundled_rules().join("calendar/bank-holidays.toml")).expect("calendar")).expect("calendar");
+        let mut engine = cpc_rules::engine::build_engine(&slow_limits());
+        cpc_rules::engine::helpers::register(&mut engine, Arc::new(calendar));
+        let n = 200_000;
+        let started = cpc_rules::engine::sandbox::thread_cpu_time();
+        engine.run(&format!("let i = 0.0; while i < {n}.0 {{ i += 1.0; }}")).expect("calibration loop");
+        let ms = (cpc_rules::engine::sandbox::thread_cpu_time() - started).as_secs_f64() * 1000.0;
+        f64::from(n) / ms.max(0.001)
+    })
+}
 
 /// The hostile custom kinds and their scripts. Each is a whole script; where the engine
 /// knows a position, the error names it (line numbers are 1-based in the file).
@@ -81,7 +99,7 @@ pub const HOSTILE: &[(&str, &str)] = &[
     ("deep_recursion", "// Endless recursion.\nfn down(n) { down(n + 1) }\ndown(0)\n"),
     ("huge_string", "// A string that doubles for ever.\nlet s = \"x\";\nloop { s += s; }\n"),
     ("huge_array", "// An array that grows for ever.\nlet a = [];\nloop { a.push(1); }\n"),
-    ("huge_map", "// A map that grows for ever.\nlet m = #{};\nlet i = 0;\nloop { m[`k${i}`] = i; i += 1; }\n"),
+    ("huge_map", "// A map that grows for ever.\nlet m = #{};\nlet i = 0;\nloop { m = #{ a: m, b: i }; i += 1; }\n"),
     ("throws", "// Throws.\n\nthrow \"the rules broke\";\n"),
     ("throws_facts", "// Throws with a fact in the message.\nthrow `bad name: ${facts.name}`;\n"),
     ("wrong_shape", "// Returns a number, not a decision.\n42\n"),
@@ -99,7 +117,7 @@ pub const HOSTILE: &[(&str, &str)] = &[
 /// edited elsewhere) and two partnerships:
 ///
 /// - `good`: `child_invitation` (see [`GOOD_CHILD`]), trivial `plan_type` and `timescales`
-///   (for fact validation) and the custom kind `slow` ([`GOOD_SLOW`]);
+///   (for fact validation) and the custom kind `slow` ([`good_slow`]);
 /// - `hostile`: one custom kind per entry of [`HOSTILE`] (outcomes `ok`), plus a well-behaved
 ///   `child_invitation`, to show the rest of a partnership keeps working.
 pub fn fixture() -> tempfile::TempDir {
@@ -113,7 +131,7 @@ pub fn fixture() -> tempfile::TempDir {
     let good = root.join("good");
     write(&good.join("partnership.toml"), &partnership_toml("good", &["slow"], "[\"done\"]"));
     write(&good.join("child_invitation.rhai"), GOOD_CHILD);
-    write(&good.join("slow.rhai"), GOOD_SLOW);
+    write(&good.join("slow.rhai"), &good_slow());
     write(
         &good.join("plan_type.rhai"),
         &format!("decide(\"no_plan\", \"No plan follows.\", [reason(\"good.plan\", \"{SECTION}\", \"Fixture rule.\")], [])\n"),

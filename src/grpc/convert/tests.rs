@@ -63,6 +63,8 @@ fn typed_requests_carry_every_vocabulary_fact() {
         conference_date: Some("2025-03-03".into()),
         first_review: Some(true),
         safety_scores: vec![3, 7],
+        first_language_english: Some(true),
+        needs_other_format: Some(false),
         ..Default::default()
     })
     .unwrap_or_else(|e| panic!("{e:?}"));
