@@ -160,6 +160,11 @@ pub struct GuidanceDocument {
     pub source: String,
     /// Section headings reasons may cite.
     pub sections: Vec<String>,
+    /// The decision kinds the document speaks to. A `reason(…)` (not an `assumption(…)`) of a
+    /// kind the document does not cover is refused by the static checks: where the guide is
+    /// silent, the rule must say so. Absent: the document covers every kind.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub covers: Option<Vec<String>>,
 }
 
 /// A reload that was refused, kept so operators can see why the old revision still serves.

@@ -44,6 +44,7 @@ pub(super) struct Checker<'a> {
     pub(super) known_fns: &'a BTreeSet<String>,
     pub(super) sections: &'a HashMap<String, String>,
     pub(super) actions: &'a ActionCatalogue,
+    pub(super) documents: &'a [crate::model::GuidanceDocument],
 }
 
 impl Checker<'_> {
@@ -116,6 +117,18 @@ impl Checker<'_> {
                     .unwrap_or_else(|| format!("`{}` outcomes are: {}", self.schema.name, outcomes.join(", ")));
                 diags.push(Diagnostic::rhai("unknown-outcome", self.file, *p, format!("`{outcome}` is not an outcome of `{}`", self.schema.name)).with_help(help));
             }
+            ("reason", [_, Expr::StringConstant(section, p), ..]) if self.uncovered(section).is_some() => {
+                let doc = self.uncovered(section).unwrap_or_default();
+                diags.push(
+                    Diagnostic::rhai(
+                        "uncovered-topic",
+                        self.file,
+                        *p,
+                        format!("`{doc}` does not cover `{}`, so a reason here cannot rest on it", self.schema.name),
+                    )
+                    .with_help("use assumption(…) and say what is assumed where the guide is silent (or add the kind to the document's `covers` in partnership.toml)"),
+                );
+            }
             ("reason" | "assumption", [_, Expr::StringConstant(section, p), ..]) if !self.sections.contains_key(section.as_str()) => {
                 let help = did_you_mean(section, self.sections.keys().map(String::as_str))
                     .map(|s| format!("did you mean `{s}`?"))
@@ -152,6 +165,14 @@ impl Checker<'_> {
             }
             _ => {}
         }
+    }
+
+    /// The title of the document `section` belongs to, when that document declares the kinds
+    /// it covers and this script's kind is not among them.
+    fn uncovered(&self, section: &str) -> Option<String> {
+        let doc = self.documents.iter().find(|d| d.sections.iter().any(|s| s == section))?;
+        let covers = doc.covers.as_ref()?;
+        (!covers.iter().any(|k| *k == self.schema.name)).then(|| doc.title.clone())
     }
 
     /// Whether `name` is a fact of the kind; reports it when not.

@@ -311,3 +311,13 @@ decide("invite", "Yes.", [reason("t.a", "Section A", "Because.")], [])
     assert_eq!(codes, [("type-mismatch", Some(3)), ("unknown-code", Some(4))], "{d:#?}");
     assert!(d[1].help.as_deref().is_some_and(|h| h.contains("did you mean `yes`")), "{:?}", d[1].help);
 }
+
+#[test]
+fn a_reason_on_a_topic_its_guide_does_not_cover_must_be_an_assumption() {
+    let mut src = sources("probe", OK_TAIL);
+    src.metadata.text = META.replace("sections = [\"Section A\", \"Section B\"]", "sections = [\"Section A\", \"Section B\"]\ncovers = [\"attendance\"]");
+    let d = RuleSet::compile(&src, &Limits::default()).err().unwrap_or_default();
+    assert_eq!(d.iter().map(|d| d.code).collect::<Vec<_>>(), ["uncovered-topic"], "{d:#?}");
+    src.scripts[0].text = r#"decide("yes", "Yes.", [assumption("t.a", "Section A", "The guide is silent; we assume yes.")], [])"#.into();
+    assert!(RuleSet::compile(&src, &Limits::default()).is_ok());
+}
