@@ -102,6 +102,8 @@ pub struct StatusArgs {
     /// The rules folder, to say whether each live revision is the one on disk.
     #[command(flatten)]
     rules: RulesArg,
+    /// Only these partnerships (default: all).
+    partnerships: Vec<String>,
     /// Print JSON instead of text.
     #[arg(long)]
     json: bool,
@@ -149,7 +151,7 @@ pub fn run(args: &StatusArgs) -> u8 {
     let on_disk = |id: &str| cpc_rules::store::read_sources(&args.rules.rules, id).ok().map(|s| s.revision());
     let mut trouble = false;
     let mut rows = Vec::new();
-    for p in &partnerships {
+    for p in partnerships.iter().filter(|p| args.partnerships.is_empty() || args.partnerships.contains(&p.id)) {
         let disk = on_disk(&p.id);
         let loaded = time(p.loaded_at.as_ref());
         let failure = p.last_failure.as_ref();
