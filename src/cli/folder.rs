@@ -22,7 +22,7 @@ pub fn problem(root: &Path) -> Option<String> {
     let shown = root.display();
     // `--rules` names a partnership folder (or something inside one).
     if let Some((up, partnership)) = enclosing(root, "partnership.toml") {
-        let fix = if root.is_absolute() { up.display().to_string() } else { root.join(relative_up(&up, root)).display().to_string() };
+        let fix = shown_from_cwd(&up);
         return Some(format!(
             "`{shown}` is the partnership folder `{partnership}`, not the rules folder; pass the folder that holds vocabulary.toml and every partnership: --rules {fix}"
         ));
@@ -60,9 +60,15 @@ fn enclosing(dir: &Path, marker: &str) -> Option<(PathBuf, String)> {
     abs.ancestors().take(3).find(|d| d.join(marker).is_file()).and_then(|d| Some((d.parent()?.to_path_buf(), d.file_name()?.to_string_lossy().to_string())))
 }
 
-/// `../..` from `from` up to `to` (an ancestor of it).
-fn relative_up(to: &Path, from: &Path) -> PathBuf {
-    let from = std::fs::canonicalize(from).unwrap_or_else(|_| from.to_path_buf());
-    let depth = from.ancestors().position(|a| a == to).unwrap_or(1);
-    (0..depth).map(|_| "..").collect()
+/// `dir` as a person in the current folder would type it: relative when it is below or above
+/// the current folder, absolute otherwise.
+fn shown_from_cwd(dir: &Path) -> String {
+    let Ok(cwd) = std::env::current_dir().and_then(std::fs::canonicalize) else { return dir.display().to_string() };
+    if let Ok(rel) = dir.strip_prefix(&cwd) {
+        return if rel.as_os_str().is_empty() { ".".into() } else { rel.display().to_string() };
+    }
+    if let Some(depth) = cwd.ancestors().position(|a| a == dir) {
+        return vec![".."; depth].join("/");
+    }
+    dir.display().to_string()
 }
