@@ -68,7 +68,8 @@ pub fn run(root: &Path, only: &[String], opts: &TestOptions) -> u8 {
                 for f in &failures {
                     if opts.verbose {
                         print!("{}", render::case_failure(f));
-                    } else {
+                    } else if !opts.update {
+                        // With --update each failure is shown below as a difference instead.
                         for m in &f.mismatches {
                             println!("{}:{}: {}: {m}", f.case.file, f.case.line, f.case.name);
                         }
