@@ -5,10 +5,16 @@
 //! information to machines. Exit codes: 0 success, 1 rule problems (a check error, a failing
 //! case, a refused decision), 2 usage errors (bad arguments, unreadable facts).
 
+mod assumptions;
+mod case_edit;
 mod docs;
+mod folder;
 mod health;
+mod impact;
 mod matrix;
 mod render;
+mod status;
+mod test_cmd;
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -67,7 +73,7 @@ enum Command {
         #[arg(long, value_enum, default_value_t)]
         format: Format,
     },
-    /// Run each partnership's test cases.
+    /// Run each partnership's test cases: one line per mismatch (`-v` for everything).
     Test {
         #[command(flatten)]
         rules: RulesArg,
@@ -76,6 +82,16 @@ enum Command {
         /// Output format.
         #[arg(long, value_enum, default_value_t)]
         format: Format,
+        /// Show each failing case in full: its facts, what was expected and the whole decision.
+        #[arg(long, short)]
+        verbose: bool,
+        /// Show the difference for each failing case and rewrite its expected values when you
+        /// confirm (comments and layout of the file are kept).
+        #[arg(long)]
+        update: bool,
+        /// With --update: rewrite every failing case without asking (for scripts).
+        #[arg(long, requires = "update")]
+        yes: bool,
     },
     /// Make one decision from a facts file (JSON object; `-` or nothing for standard input).
     Eval {
@@ -87,11 +103,16 @@ enum Command {
         /// Decision kind.
         #[arg(long, short)]
         kind: String,
-        /// Facts file (JSON), or `-` for standard input.
+        /// Facts file (JSON or TOML, a bare table or a case copied from a case file), or `-`
+        /// for standard input.
         facts: Option<PathBuf>,
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
+        /// Append this decision as a new test case called NAME to the partnership's
+        /// `tests/<kind>.toml` (a refusal is saved as an `invalid_field` case).
+        #[arg(long, value_name = "NAME")]
+        save_case: Option<String>,
     },
     /// Show each partnership's outcome and first reason for the same facts, side by side.
     Compare {
@@ -129,6 +150,14 @@ enum Command {
     },
     /// Ask a running server's gRPC health service whether it is serving (exit 0 if so).
     Health(health::HealthArgs),
+    /// Before publishing: which decisions would change (outcome, reasons or dates) between the
+    /// live rules and your working copy, over every test case and scenario.
+    Impact(impact::ImpactArgs),
+    /// Ask a running server which revision each partnership has live, since when, and the
+    /// last refused reload with its problems.
+    Status(status::StatusArgs),
+    /// List every reason marked as an assumption (the guide is silent), for sign-off.
+    Assumptions(assumptions::AssumptionsArgs),
 }
 
 #[derive(clap::Args, Clone)]
@@ -240,8 +269,15 @@ pub fn main() -> ExitCode {
     let code = match command {
         Command::Serve(args) => serve(*args),
         Command::Check { rules, partnerships, format } => check(&rules.rules, &partnerships, format),
-        Command::Test { rules, partnerships, format } => test(&rules.rules, &partnerships, format),
-        Command::Eval { rules, partnership, kind, facts, json } => eval(&rules.rules, &partnership, &kind, facts.as_deref(), json),
+        Command::Test { rules, partnerships, format, verbose, update, yes } => {
+            test_cmd::run(&rules.rules, &partnerships, &test_cmd::TestOptions { format, verbose, update, yes })
+        }
+        Command::Eval { rules, partnership, kind, facts, json, save_case } => {
+            eval(&rules.rules, &partnership, &kind, facts.as_deref(), json, save_case.as_deref())
+        }
+        Command::Impact(args) => impact::run(&args),
+        Command::Status(args) => status::run(&args),
+        Command::Assumptions(args) => assumptions::run(&args),
         Command::Compare { rules, kind, facts, json } => compare(&rules.rules, &kind, facts.as_deref(), json),
         Command::Matrix { rules } => match matrix::render_from_disk(&rules.rules) {
             Ok(md) => {
@@ -308,6 +344,9 @@ impl ServeArgs {
 }
 
 fn selected(root: &Path, only: &[String]) -> Result<Vec<String>, String> {
+    if let Some(problem) = folder::problem(root) {
+        return Err(problem);
+    }
     let all = partnership_ids(root).map_err(|e| format!("cannot read rules folder {}: {e}", root.display()))?;
     if all.is_empty() {
         return Err(format!("no partnership folders (with a partnership.toml) in {}", root.display()));
@@ -354,47 +393,6 @@ fn check(root: &Path, only: &[String], format: Format) -> u8 {
         }
     }
     if all.is_empty() { OK } else { RULE_PROBLEMS }
-}
-
-fn test(root: &Path, only: &[String], format: Format) -> u8 {
-    let ids = match selected(root, only) {
-        Ok(ids) => ids,
-        Err(e) => return usage(e),
-    };
-    let limits = Limits::default();
-    let mut failed = false;
-    let mut json = Vec::new();
-    for id in &ids {
-        let b = build(root, id, &limits);
-        let passed = b.results.iter().filter(|r| r.passed()).count();
-        let failures: Vec<_> = b.results.iter().filter(|r| !r.passed()).collect();
-        failed |= !b.diagnostics.is_empty() || !failures.is_empty();
-        match format {
-            Format::Json => json.push(serde_json::json!({
-                "partnership": id, "cases": b.cases.len(), "passed": passed,
-                "diagnostics": b.diagnostics, "failures": failures,
-            })),
-            Format::Human => {
-                for d in &b.diagnostics {
-                    print!("{}", render::diagnostic(d));
-                }
-                for f in &failures {
-                    print!("{}", render::case_failure(f));
-                }
-                if b.set.is_none() {
-                    println!("✘ {id}: the rules did not compile, so no case ran ({} problem(s) above)\n", b.diagnostics.len());
-                } else if failures.is_empty() && b.diagnostics.is_empty() {
-                    println!("✔ {id}: {passed} of {} cases passed", b.cases.len());
-                } else {
-                    println!("✘ {id}: {passed} of {} cases passed, {} failed", b.cases.len(), failures.len());
-                }
-            }
-        }
-    }
-    if format == Format::Json {
-        println!("{}", serde_json::json!({ "ok": !failed, "partnerships": json }));
-    }
-    if failed { RULE_PROBLEMS } else { OK }
 }
 
 fn read_facts(path: Option<&Path>) -> Result<serde_json::Value, String> {
@@ -449,7 +447,7 @@ fn with_code_aliases(v: serde_json::Value) -> serde_json::Value {
     }
 }
 
-fn eval(root: &Path, partnership: &str, kind: &str, facts: Option<&Path>, json: bool) -> u8 {
+fn eval(root: &Path, partnership: &str, kind: &str, facts: Option<&Path>, json: bool, save_case: Option<&str>) -> u8 {
     let ids = match selected(root, &[partnership.to_string()]) {
         Ok(ids) => ids,
         Err(e) => return usage(e),
@@ -471,7 +469,25 @@ fn eval(root: &Path, partnership: &str, kind: &str, facts: Option<&Path>, json: 
         facts,
         today: cpc_rules::clock::today_in_england(),
     };
-    match set.decide(&req) {
+    let result = set.decide(&req);
+    if let Some(name) = save_case {
+        let saved = match &result {
+            Ok(d) => case_edit::Saved::Decision(d),
+            Err(e) => match e.violations().first() {
+                Some(v) => case_edit::Saved::Invalid(v.field.clone()),
+                None => {
+                    eprintln!("no decision, and no fact to name as invalid: {e}; nothing saved");
+                    return RULE_PROBLEMS;
+                }
+            },
+        };
+        let today = result.as_ref().ok().and_then(|d| d.as_of_defaulted);
+        match save_new_case(root, set.id(), kind, name, today, &req.facts, &saved) {
+            Ok(msg) => eprintln!("{msg}"),
+            Err(e) => return usage(e),
+        }
+    }
+    match result {
         Ok(d) => {
             if json {
                 let issued = cpc_rules::model::IssuedDecision::stamp(d, cpc_rules::clock::now());
@@ -490,6 +506,44 @@ fn eval(root: &Path, partnership: &str, kind: &str, facts: Option<&Path>, json: 
             RULE_PROBLEMS
         }
     }
+}
+
+/// Appends a new case to `<root>/<id>/tests/<kind>.toml` (creating it with `kind = …`).
+fn save_new_case(
+    root: &Path,
+    id: &str,
+    kind: &str,
+    name: &str,
+    today: Option<chrono::NaiveDate>,
+    facts: &serde_json::Value,
+    saved: &case_edit::Saved<'_>,
+) -> Result<String, String> {
+    let dir = root.join(id).join("tests");
+    let path = dir.join(format!("{kind}.toml"));
+    let existing = if path.is_file() { std::fs::read_to_string(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))? } else { String::new() };
+    let file_kind = existing.parse::<toml::Table>().ok().and_then(|t| t.get("kind").and_then(|k| k.as_str().map(str::to_string)));
+    let dup = cpc_rules::cases::read_case_file(&cpc_rules::engine::SourceFile { path: String::new(), text: existing.clone() })
+        .cases
+        .iter()
+        .any(|c| c.name == name);
+    if dup {
+        return Err(format!("{} already has a case called `{name}`; choose another name", path.display()));
+    }
+    let mut text = existing.clone();
+    if text.is_empty() {
+        text = format!("# {id} — {kind} cases.\nkind = \"{kind}\"\n");
+    }
+    // A new file says its kind once at the top; an existing one may already.
+    let case_kind = if existing.is_empty() || file_kind.as_deref() == Some(kind) { None } else { Some(kind) };
+    if !text.ends_with('\n') {
+        text.push('\n');
+    }
+    text.push('\n');
+    text.push_str(&case_edit::new_case_text(name, case_kind, today, facts, saved));
+    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    std::fs::write(&path, &text).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    let line = text.lines().enumerate().filter(|(_, l)| l.trim() == "[[case]]").last().map_or(1, |(i, _)| i + 1);
+    Ok(format!("saved as case `{name}` at {}:{line}; run `cpc-rules test {id}` to check it", path.display()))
 }
 
 fn compare(root: &Path, kind: &str, facts: Option<&Path>, json: bool) -> u8 {
