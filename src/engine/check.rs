@@ -52,6 +52,7 @@ impl Checker<'_> {
     pub(super) fn check(&self, ast: &AST, diags: &mut Vec<Diagnostic>) -> Vec<String> {
         let local_fns: BTreeSet<String> = ast.iter_functions().map(|f| f.name.to_string()).collect();
         let consts = top_level_constants(ast);
+        let aliases = fact_aliases(ast);
         let mut reads = BTreeSet::new();
         ast.walk(&mut |path: &[ASTNode]| {
             match path.last() {
@@ -59,7 +60,7 @@ impl Checker<'_> {
                     if call.op_token.is_none() {
                         self.check_call(call.name.as_str(), &call.args, *pos, &local_fns, diags);
                     }
-                    self.check_comparison(call.name.as_str(), &call.args, &consts, diags);
+                    self.check_comparison(call.name.as_str(), &call.args, &consts, &aliases, diags);
                 }
                 Some(ASTNode::Stmt(Stmt::FnCall(call, pos))) if call.op_token.is_none() && call.namespace.is_empty() => {
                     self.check_call(call.name.as_str(), &call.args, *pos, &local_fns, diags);
@@ -70,6 +71,16 @@ impl Checker<'_> {
                     }
                 }
                 Some(ASTNode::Expr(Expr::Dot(bin, _, _))) => {
+                    // `grounds.contains("code")` where `let grounds = facts.grounds;`
+                    if let Expr::Variable(v, _, _) = &bin.lhs {
+                        if let Some(fact) = aliases.get(v.1.as_str()) {
+                            if let Expr::MethodCall(call, _) = &bin.rhs {
+                                if let (true, [Expr::StringConstant(code, p)]) = (call.name.as_str() == "contains", call.args.as_ref()) {
+                                    self.check_code(fact, code, *p, true, diags);
+                                }
+                            }
+                        }
+                    }
                     if let Some((name, pos)) = fact_of(&bin.lhs, &bin.rhs) {
                         if self.check_fact(&name, pos, diags) {
                             reads.insert(name.clone());
@@ -224,17 +235,39 @@ impl Checker<'_> {
 
     /// Comparisons between a fact and a literal or a constant: the types must agree, and a
     /// code must be one the fact can hold.
-    fn check_comparison(&self, op: &str, args: &[Expr], consts: &BTreeMap<String, (Lit, Position)>, diags: &mut Vec<Diagnostic>) {
-        if !matches!(op, "==" | "!=" | "<" | ">" | "<=" | ">=") {
+    fn check_comparison(
+        &self,
+        op: &str,
+        args: &[Expr],
+        consts: &BTreeMap<String, (Lit, Position)>,
+        aliases: &BTreeMap<String, String>,
+        diags: &mut Vec<Diagnostic>,
+    ) {
+        if !matches!(op, "==" | "!=" | "<" | ">" | "<=" | ">=" | "contains") {
             return;
         }
         let [a, b] = args else { return };
-        for (fact_side, other) in [(a, b), (b, a)] {
-            let Expr::Dot(bin, _, _) = fact_side else { continue };
-            let Some((fact, _)) = fact_of(&bin.lhs, &bin.rhs) else { continue };
-            if !matches!(bin.rhs, Expr::Property(..)) {
-                continue;
+        // `"code" in list` where `let list = facts.list;`
+        if op == "contains" {
+            if let (Expr::Variable(v, _, _), Expr::StringConstant(code, p)) = (a, b) {
+                if let Some(fact) = aliases.get(v.1.as_str()) {
+                    self.check_code(fact, code, *p, true, diags);
+                }
             }
+            return;
+        }
+        for (fact_side, other) in [(a, b), (b, a)] {
+            let fact = match fact_side {
+                Expr::Dot(bin, _, _) if matches!(bin.rhs, Expr::Property(..)) => match fact_of(&bin.lhs, &bin.rhs) {
+                    Some((fact, _)) => fact,
+                    None => continue,
+                },
+                Expr::Variable(v, _, _) => match aliases.get(v.1.as_str()) {
+                    Some(fact) => fact.clone(),
+                    None => continue,
+                },
+                _ => continue,
+            };
             let Some((_, spec)) = self.schema.fact(&fact) else { continue };
             let (lit, pos, what) = match other {
                 Expr::StringConstant(s, p) => {
@@ -290,6 +323,23 @@ fn fact_of(lhs: &Expr, rhs: &Expr) -> Option<(String, Position)> {
         },
         _ => None,
     }
+}
+
+/// `let x = facts.y;` (or `const`) anywhere in a script: `x` stands for the fact `y`, so what is
+/// checked on `facts.y` is checked on `x` too.
+fn fact_aliases(ast: &AST) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    ast.walk(&mut |path: &[ASTNode]| {
+        if let Some(ASTNode::Stmt(Stmt::Var(x, _, _))) = path.last() {
+            if let Expr::Dot(bin, _, _) = &x.1 {
+                if let (Some((fact, _)), Expr::Property(..)) = (fact_of(&bin.lhs, &bin.rhs), &bin.rhs) {
+                    out.insert(x.0.name.to_string(), fact);
+                }
+            }
+        }
+        true
+    });
+    out
 }
 
 /// `const NAME = <literal>;` at the top of a script.

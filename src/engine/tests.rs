@@ -321,3 +321,16 @@ fn a_reason_on_a_topic_its_guide_does_not_cover_must_be_an_assumption() {
     src.scripts[0].text = r#"decide("yes", "Yes.", [assumption("t.a", "Section A", "The guide is silent; we assume yes.")], [])"#.into();
     assert!(RuleSet::compile(&src, &Limits::default()).is_ok());
 }
+
+#[test]
+fn a_code_a_list_can_never_hold_is_caught_through_a_copy_of_the_fact() {
+    let script = r#"
+let grounds = facts.grounds;
+if grounds.contains("under_the_influence") { print("x"); }
+if "under_the_influence" in grounds { print("y"); }
+decide("exclude", "Yes.", [reason("t.a", "Section A", "Because.")], [])
+"#;
+    let d = diagnostics("exclusion", script);
+    let codes: Vec<(&str, Option<usize>)> = d.iter().map(|d| (d.code, d.location.line)).collect();
+    assert_eq!(codes, [("unknown-code", Some(3)), ("unknown-code", Some(4))], "{d:#?}");
+}
