@@ -45,7 +45,12 @@ pub(super) struct Checker<'a> {
     pub(super) sections: &'a HashMap<String, String>,
     pub(super) actions: &'a ActionCatalogue,
     pub(super) documents: &'a [crate::model::GuidanceDocument],
+    pub(super) partnership: &'a str,
 }
+
+/// The topic segment a rule id of each built-in kind may use (`york.plan.first-review`); a
+/// partnership's own kind uses its name.
+const TOPICS: &[&str] = &["attendance", "exclusion", "child", "plan", "complaint", "timescales"];
 
 impl Checker<'_> {
     /// Checks `ast`, adding every problem to `diags`; returns the facts the script reads.
@@ -120,6 +125,20 @@ impl Checker<'_> {
             self.unknown_fn(name, pos, local, diags);
             return;
         }
+        if let ("reason" | "assumption", [Expr::StringConstant(id, p), ..]) = (name, args) {
+            if !self.rule_id_ok(id) {
+                diags.push(
+                    Diagnostic::rhai("rule-id", self.file, *p, format!("rule id `{id}` does not follow `{}.<topic>.<name>`", self.partnership)).with_help(format!(
+                        "start it with `{}.` and one of: {}, {} (e.g. `{}.{}.my-rule`)",
+                        self.partnership,
+                        TOPICS.join(", "),
+                        self.schema.name,
+                        self.partnership,
+                        TOPICS.iter().find(|t| self.schema.name.starts_with(**t)).unwrap_or(&self.schema.name.as_str()),
+                    )),
+                );
+            }
+        }
         let outcomes = &self.schema.outcomes;
         match (name, args) {
             ("decide", [Expr::StringConstant(outcome, p), ..]) if !outcomes.iter().any(|o| o == outcome.as_str()) => {
@@ -175,6 +194,17 @@ impl Checker<'_> {
                 }
             }
             _ => {}
+        }
+    }
+
+    /// Whether a rule id is `<partnership>.<topic>.<name>` with a known topic.
+    fn rule_id_ok(&self, id: &str) -> bool {
+        let mut parts = id.splitn(3, '.');
+        match (parts.next(), parts.next(), parts.next()) {
+            (Some(p), Some(topic), Some(name)) => {
+                p == self.partnership && (TOPICS.contains(&topic) || topic == self.schema.name) && !name.is_empty()
+            }
+            _ => false,
         }
     }
 

@@ -176,7 +176,7 @@ impl RuleSet {
             match engine.compile_with_scope(&compile_scope, &file.text) {
                 Ok(mut ast) => {
                     ast.set_source(file.path.as_str());
-                    let checker = Checker { file, schema: &schema, known_fns: &known_fns, sections: &sections, actions: &actions, documents: &meta.documents };
+                    let checker = Checker { file, schema: &schema, known_fns: &known_fns, sections: &sections, actions: &actions, documents: &meta.documents, partnership: &meta.id };
                     let before = diags.len();
                     let reads = checker.check(&ast, &mut diags);
                     diags.extend(super::sandbox::check_ast(file, &ast));

@@ -45,7 +45,7 @@ fn diagnostics(kind: &str, script: &str) -> Vec<Diagnostic> {
     RuleSet::compile(&sources(kind, script), &Limits::default()).err().unwrap_or_default()
 }
 
-const OK_TAIL: &str = r#"decide("yes", "Yes.", [reason("t.a", "Section A", "Because.")], [])"#;
+const OK_TAIL: &str = r#"decide("yes", "Yes.", [reason("t.probe.a", "Section A", "Because.")], [])"#;
 
 fn request(kind: &str, facts: serde_json::Value) -> crate::model::DecisionRequest {
     crate::model::DecisionRequest { partnership: "t".into(), kind: kind.into(), facts, today: crate::cases::CASE_TODAY }
@@ -146,12 +146,12 @@ fn a_throw_names_file_line_and_column() {
 fn wrong_shapes_and_unknown_codes_are_errors_not_decisions() {
     for (script, needle) in [
         ("42", "not a decision"),
-        (r#"let o = "maybe"; decide(o, "S.", [reason("t.a", "Section A", "x")], [])"#, "not a `probe` outcome"),
+        (r#"let o = "maybe"; decide(o, "S.", [reason("t.probe.a", "Section A", "x")], [])"#, "not a `probe` outcome"),
         (r#"decide("yes", "S.", [], [])"#, "at least one reason"),
-        (r#"let s = "Nowhere"; decide("yes", "S.", [reason("t.a", s, "x")], [])"#, "not listed in partnership.toml"),
-        (r#"let c = "fly"; decide("yes", "S.", [reason("t.a", "Section A", "x")], [action(c, "d", "x")])"#, "not listed in actions.toml"),
-        (r#"decide("yes", "S.", [reason("t.a", "Section A", "x")], [action("send_plan", "d", "2025-02-30", "x")])"#, "not a YYYY-MM-DD"),
-        (r#"let d = decide("yes", "S.", [reason("t.a", "Section A", "x")], []); d.details = #{ extra: 1 }; d"#, "unexpected field"),
+        (r#"let s = "Nowhere"; decide("yes", "S.", [reason("t.probe.a", s, "x")], [])"#, "not listed in partnership.toml"),
+        (r#"let c = "fly"; decide("yes", "S.", [reason("t.probe.a", "Section A", "x")], [action(c, "d", "social_worker")])"#, "not listed in actions.toml"),
+        (r#"decide("yes", "S.", [reason("t.probe.a", "Section A", "x")], [action("send_plan", "d", "2025-02-30", "social_worker")])"#, "not a YYYY-MM-DD"),
+        (r#"let d = decide("yes", "S.", [reason("t.probe.a", "Section A", "x")], []); d.details = #{ extra: 1 }; d"#, "unexpected field"),
     ] {
         let (f, file, _, msg) = failure(script);
         assert_eq!(f, ScriptFailure::BadResult, "{script}: {msg}");
@@ -182,7 +182,7 @@ fn facts_are_read_only_and_variables_strict() {
 fn static_checks_report_every_problem_with_position_and_hint() {
     let script = r#"
 let r = reasn("t.a", "Section A", "x");
-if facts.agee > 12 { return decide("invitee", "S.", [reason("t.b", "Sectoin A", "x")], []); }
+if facts.agee > 12 { return decide("invitee", "S.", [reason("t.child.b", "Sectoin A", "x")], []); }
 decide("invite", "S.", [r], [action("sen_plan", "d", "x")])
 "#;
     let d = diagnostics("child_invitation", script);
@@ -193,6 +193,7 @@ decide("invite", "S.", [r], [action("sen_plan", "d", "x")])
         ("unknown-outcome", Some(3), Some("did you mean `invite`?")),
         ("unknown-section", Some(3), Some("did you mean `Section A`?")),
         ("unknown-action", Some(4), Some("did you mean `send_plan`?")),
+        ("unknown-responsible", Some(4), Some("add who is responsible under [responsible] in rules/actions.toml")),
     ]);
     assert!(d.iter().all(|d| d.location.file == "t/child_invitation.rhai" && d.location.column.is_some() && d.source_line.is_some()));
 }
@@ -221,7 +222,7 @@ fn unknown_kinds_and_bad_metadata_are_reported() {
 fn shared_functions_and_date_helpers_are_available() {
     let set = compile("probe", r#"
 let due = initial_conference_due("2024-03-18");
-decide("yes", due, [reason("t.a", "Section A", months_after("2024-11-30", 3))], [])
+decide("yes", due, [reason("t.probe.a", "Section A", months_after("2024-11-30", 3))], [])
 "#);
     let d = set.decide(&request("probe", json!({}))).expect("decides");
     assert_eq!(d.summary, "2024-04-10");
@@ -262,9 +263,9 @@ fn every_registered_helper_is_documented() {
 fn a_fact_is_required_only_when_the_script_reads_it() {
     let script = r#"
 if facts.flag {
-    return decide("yes", "Yes.", [reason("t.a", "Section A", "Flag set.")], []);
+    return decide("yes", "Yes.", [reason("t.probe.a", "Section A", "Flag set.")], []);
 }
-if facts.n > 3 { decide("yes", "Big.", [reason("t.b", "Section A", "Big.")], []) } else { decide("no", "Small.", [reason("t.c", "Section B", "Small.")], []) }
+if facts.n > 3 { decide("yes", "Big.", [reason("t.probe.b", "Section A", "Big.")], []) } else { decide("no", "Small.", [reason("t.probe.c", "Section B", "Small.")], []) }
 "#;
     let set = compile("probe", script);
     // `n` is not read on the first path, so it is not needed.
@@ -304,7 +305,7 @@ fn comparisons_with_impossible_codes_and_wrong_types_are_caught_statically() {
 const OLDER_CHILD_AGE = "12";
 if facts.age < OLDER_CHILD_AGE { print("young"); }
 if facts.wishes_to_attend == "yess" { print("yes"); }
-decide("invite", "Yes.", [reason("t.a", "Section A", "Because.")], [])
+decide("invite", "Yes.", [reason("t.child.a", "Section A", "Because.")], [])
 "#;
     let d = diagnostics("child_invitation", script);
     let codes: Vec<(&str, Option<usize>)> = d.iter().map(|d| (d.code, d.location.line)).collect();
@@ -318,7 +319,7 @@ fn a_reason_on_a_topic_its_guide_does_not_cover_must_be_an_assumption() {
     src.metadata.text = META.replace("sections = [\"Section A\", \"Section B\"]", "sections = [\"Section A\", \"Section B\"]\ncovers = [\"attendance\"]");
     let d = RuleSet::compile(&src, &Limits::default()).err().unwrap_or_default();
     assert_eq!(d.iter().map(|d| d.code).collect::<Vec<_>>(), ["uncovered-topic"], "{d:#?}");
-    src.scripts[0].text = r#"decide("yes", "Yes.", [assumption("t.a", "Section A", "The guide is silent; we assume yes.")], [])"#.into();
+    src.scripts[0].text = r#"decide("yes", "Yes.", [assumption("t.probe.a", "Section A", "The guide is silent; we assume yes.")], [])"#.into();
     assert!(RuleSet::compile(&src, &Limits::default()).is_ok());
 }
 
@@ -328,7 +329,7 @@ fn a_code_a_list_can_never_hold_is_caught_through_a_copy_of_the_fact() {
 let grounds = facts.grounds;
 if grounds.contains("under_the_influence") { print("x"); }
 if "under_the_influence" in grounds { print("y"); }
-decide("exclude", "Yes.", [reason("t.a", "Section A", "Because.")], [])
+decide("exclude", "Yes.", [reason("t.exclusion.a", "Section A", "Because.")], [])
 "#;
     let d = diagnostics("exclusion", script);
     let codes: Vec<(&str, Option<usize>)> = d.iter().map(|d| (d.code, d.location.line)).collect();
