@@ -8,10 +8,13 @@
 //! 3. the access policy → `UNAUTHENTICATED` / `PERMISSION_DENIED` (before the server-wide rate
 //!    limit, so unauthenticated floods do not use up the legitimate callers' budget);
 //! 4. the server-wide rate limit → `RESOURCE_EXHAUSTED`;
-//! 5. the connection's limit on calls in progress → `RESOURCE_EXHAUSTED`;
-//! 6. the call's [`Deadline`] (caller's `grpc-timeout` or the server's request timeout) is set
+//! 5. for decision calls, the admission state ([`super::admission`]): while every active
+//!    partnership's queue is saturated (or the queue is at its hard cap) the call is shed here,
+//!    before its request is read or decoded → `RESOURCE_EXHAUSTED` with a retry delay;
+//! 6. the connection's limit on calls in progress → `RESOURCE_EXHAUSTED`;
+//! 7. the call's [`Deadline`] (caller's `grpc-timeout` or the server's request timeout) is set
 //!    on the request for the service to honour, and enforced here too → `DEADLINE_EXCEEDED`;
-//! 7. the answer's status code and the time taken go to the metrics.
+//! 8. the answer's status code and the time taken go to the metrics.
 //!
 //! Refusals are logged without personal data: the method, the peer address and why.
 
@@ -27,11 +30,15 @@ use tonic::transport::server::TlsConnectInfo;
 use tower_layer::Layer;
 use tower_service::Service;
 
+use super::admission::Admission;
 use super::auth::{self, AccessPolicy, MethodInfo};
 use super::limits::{ConnState, Deadline, SharedBucket, parse_grpc_timeout};
 use super::metrics::{ErrorLabels, Metrics, MethodLabels};
 use super::status::{self, Shed};
 use super::transport::ConnInfo;
+
+/// The path prefix of decision calls (the ones admission applies to).
+const DECISION_SERVICE: &str = "/cpc.v1.DecisionService/";
 
 /// How long a caller shed for having too many calls in progress is told to wait.
 const CONCURRENCY_RETRY: Duration = Duration::from_millis(50);
@@ -47,6 +54,9 @@ pub struct GuardConfig {
     pub request_timeout: Duration,
     /// Where the answers are counted.
     pub metrics: Arc<Metrics>,
+    /// The decision admission state: decision calls are shed before they are decoded while it
+    /// is saturated.
+    pub admission: Option<Arc<Admission>>,
 }
 
 /// The layer: wraps the server's routes in a [`Guard`].
@@ -118,6 +128,11 @@ impl GuardConfig {
         }
         if let (Some(bucket), true) = (&self.global_rate, method.limited) {
             bucket.try_take().map_err(|retry| shed(Shed::GlobalRate, retry))?;
+        }
+        if let (Some(admission), true) = (&self.admission, req.uri().path().starts_with(DECISION_SERVICE)) {
+            if let Some(retry) = admission.early_shed() {
+                return Err(shed(Shed::Overloaded, retry));
+            }
         }
         let slot = match (conn, method.limited) {
             (Some(c), true) => Some(c.try_start().ok_or_else(|| shed(Shed::ConnectionConcurrency, CONCURRENCY_RETRY))?),

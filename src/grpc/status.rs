@@ -150,6 +150,13 @@ pub enum Shed {
     QueueFull,
     /// Every script slot stayed busy for the longest time a decision may wait in the queue.
     QueueWait,
+    /// The call's expected wait for a script slot is longer than the queue-delay bound (or,
+    /// while the partnership's queue is overloaded, than its target).
+    QueueDelay,
+    /// The call's expected wait would leave it no time to be decided before its deadline.
+    WouldMissDeadline,
+    /// Every active partnership's queue is saturated: shed before the request was decoded.
+    Overloaded,
     /// The connection sent more calls per second than it may.
     ConnectionRate,
     /// The server as a whole received more calls per second than it takes.
@@ -166,6 +173,9 @@ impl Shed {
         match self {
             Shed::QueueFull => "DECISION_QUEUE_FULL",
             Shed::QueueWait => "DECISION_QUEUE_WAIT",
+            Shed::QueueDelay => "DECISION_QUEUE_DELAY",
+            Shed::WouldMissDeadline => "DECISION_WOULD_MISS_DEADLINE",
+            Shed::Overloaded => "DECISION_OVERLOADED",
             Shed::ConnectionRate => "CONNECTION_RATE_LIMITED",
             Shed::GlobalRate => "RATE_LIMITED",
             Shed::ConnectionConcurrency => "CONNECTION_CONCURRENCY_LIMITED",
@@ -177,6 +187,9 @@ impl Shed {
         match self {
             Shed::QueueFull => "the server is at its decision capacity and its queue is full",
             Shed::QueueWait => "the server is at its decision capacity and no slot came free in time",
+            Shed::QueueDelay => "the server is at its decision capacity and the call would wait longer than its queue-delay bound",
+            Shed::WouldMissDeadline => "the server is at its decision capacity and the call would wait past its deadline",
+            Shed::Overloaded => "the server is overloaded and shed the call before reading it",
             Shed::ConnectionRate => "this connection is sending calls faster than its rate limit",
             Shed::GlobalRate => "the server is receiving calls faster than its rate limit",
             Shed::ConnectionConcurrency => "this connection has as many calls in progress as it may",
