@@ -1486,3 +1486,64 @@ async fn soak_long() {
     let secs = std::env::var("CPC_SOAK_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(60);
     soak(Duration::from_secs(secs)).await;
 }
+
+/// Sends `bytes` as one gRPC message to `path` over a raw HTTP/2 connection (no protobuf
+/// encoding on this side, so the bytes can be anything) and returns the server's status.
+async fn raw_bytes_call(addr: std::net::SocketAddr, path: &str, bytes: &[u8]) -> tonic::Status {
+    let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let (client, connection) = h2::client::handshake(tcp).await.expect("HTTP/2 handshake");
+    tokio::spawn(connection);
+    let mut client = client.ready().await.expect("ready");
+    let request = http::Request::post(format!("http://{addr}{path}"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(())
+        .expect("request");
+    let (response, mut body) = client.send_request(request, false).expect("send");
+    let mut frame = vec![0u8];
+    frame.extend(u32::try_from(bytes.len()).expect("small").to_be_bytes());
+    frame.extend(bytes);
+    let _ = body.send_data(frame.into(), true);
+    let response = tokio::time::timeout(Duration::from_secs(10), response).await.expect("an answer within 10 s").expect("response");
+    if let Some(status) = tonic::Status::from_header_map(response.headers()) {
+        return status;
+    }
+    let mut stream = response.into_body();
+    while let Some(chunk) = stream.data().await {
+        chunk.expect("data");
+    }
+    let trailers = stream.trailers().await.expect("trailers").expect("grpc trailers");
+    tonic::Status::from_header_map(&trailers).expect("grpc-status")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_protobuf_is_invalid_argument_with_details_never_internal() {
+    use prost::Message as _;
+    let rules = fixture();
+    let server = start(load(rules.path(), Limits::default()), ServerOptions::default(), true).await;
+    let mut deep = facts(&[("leaf", V::BoolValue(true))]);
+    for _ in 0..40 {
+        deep = facts(&[("nested", V::StructValue(deep))]);
+    }
+    let too_deep = evaluate("good", "child_invitation", deep).encode_to_vec();
+    // Field 1 (partnership), length 2, bytes that are not UTF-8.
+    let not_utf8 = vec![0x0a, 0x02, 0xff, 0xfe];
+    let garbage = vec![0xff; 24];
+    let truncated = child("good", 14).encode_to_vec()[..3].to_vec();
+    for (what, path, bytes) in [
+        ("a Struct nested 40 deep", "/cpc.v1.DecisionService/Evaluate", too_deep),
+        ("invalid UTF-8", "/cpc.v1.DecisionService/CheckChildInvitation", not_utf8),
+        ("garbage bytes", "/cpc.v1.DecisionService/CheckChildInvitation", garbage),
+        ("a truncated message", "/cpc.v1.DecisionService/CheckChildInvitation", truncated),
+        ("garbage bytes to the rules service", "/cpc.v1.RulesService/ListPartnerships", vec![0xff; 8]),
+    ] {
+        let status = raw_bytes_call(server.addr, path, &bytes).await;
+        assert_eq!(status.code(), Code::InvalidArgument, "{what}: {status:?}");
+        let details = status.get_error_details();
+        assert_eq!(details.error_info().map(|i| i.reason.as_str()), Some("MALFORMED_REQUEST"), "{what}: {status:?}");
+        assert!(details.bad_request().is_some_and(|b| !b.field_violations.is_empty()), "{what}: {status:?}");
+    }
+    // The server carries on.
+    let d = server.decisions().await.check_child_invitation(child("good", 14)).await.expect("still serving").into_inner();
+    assert_eq!(d.outcome, "invite");
+}

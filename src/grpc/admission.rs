@@ -310,22 +310,20 @@ impl<T> Core<T> {
 
     /// Whether a decision call should be shed before it is decoded: the queue is at its hard
     /// cap, or every active partnership would shed a new call. With the delay to retry after.
-    pub fn saturated(&self, now: Instant) -> Option<Duration> {
+    pub fn saturated(&self, now: Instant) -> Option<(Shed, Duration)> {
+        let waits = (0..self.parts.len()).filter(|&p| self.parts[p].active(now)).map(|p| (p, self.expected_wait(p, now)));
         if self.queued >= self.cfg.max_queued {
-            return Some(RETRY_MAX.min(self.cfg.max_queue_delay).max(RETRY_MIN));
+            let longest = waits.map(|(_, w)| w).max().unwrap_or(RETRY_MIN);
+            return Some((Shed::QueueFull, Self::retry_after(longest)));
         }
         let mut longest = None;
-        for p in 0..self.parts.len() {
-            if !self.parts[p].active(now) {
-                continue;
-            }
-            let wait = self.expected_wait(p, now);
+        for (p, wait) in waits {
             if self.parts[p].live == 0 || wait <= self.bound(p) {
                 return None;
             }
             longest = longest.max(Some(wait));
         }
-        longest.map(Self::retry_after)
+        longest.map(|w| (Shed::Overloaded, Self::retry_after(w)))
     }
 }
 
@@ -343,6 +341,7 @@ pub enum Refused {
 pub struct Admission {
     core: Mutex<Core<oneshot::Sender<()>>>,
     saturated: AtomicBool,
+    full: AtomicBool,
     retry_ms: AtomicU64,
     max_queue_delay: Duration,
     metrics: Arc<Metrics>,
@@ -397,7 +396,7 @@ impl Admission {
     /// Admission under `cfg`, keeping the running and queued gauges of `metrics`.
     pub fn new(cfg: AdmissionConfig, metrics: Arc<Metrics>) -> Arc<Self> {
         let max_queue_delay = cfg.max_queue_delay;
-        Arc::new(Admission { core: Mutex::new(Core::new(cfg)), saturated: AtomicBool::new(false), retry_ms: AtomicU64::new(0), max_queue_delay, metrics })
+        Arc::new(Admission { core: Mutex::new(Core::new(cfg)), saturated: AtomicBool::new(false), full: AtomicBool::new(false), retry_ms: AtomicU64::new(0), max_queue_delay, metrics })
     }
 
     fn lock(&self) -> MutexGuard<'_, Core<oneshot::Sender<()>>> {
@@ -406,16 +405,21 @@ impl Admission {
 
     fn publish(&self, core: &Core<oneshot::Sender<()>>, now: Instant) {
         let saturated = core.saturated(now);
-        self.retry_ms.store(saturated.map_or(0, |d| d.as_millis() as u64), Ordering::Relaxed);
+        self.retry_ms.store(saturated.map_or(0, |(_, d)| d.as_millis() as u64), Ordering::Relaxed);
+        self.full.store(matches!(saturated, Some((Shed::QueueFull, _))), Ordering::Relaxed);
         self.saturated.store(saturated.is_some(), Ordering::Relaxed);
         self.metrics.running.set(core.running() as i64);
         self.metrics.queued.set(core.queued() as i64);
     }
 
-    /// `Some(retry delay)` when a new decision call would be shed anyway: read by the guard
-    /// layer before the request is decoded. Two relaxed atomic loads.
-    pub fn early_shed(&self) -> Option<Duration> {
-        self.saturated.load(Ordering::Relaxed).then(|| Duration::from_millis(self.retry_ms.load(Ordering::Relaxed)).max(RETRY_MIN))
+    /// `Some((why, retry delay))` when a new decision call would be shed anyway: read by the
+    /// guard layer before the request is decoded. A few relaxed atomic loads.
+    pub fn early_shed(&self) -> Option<(Shed, Duration)> {
+        if !self.saturated.load(Ordering::Relaxed) {
+            return None;
+        }
+        let why = if self.full.load(Ordering::Relaxed) { Shed::QueueFull } else { Shed::Overloaded };
+        Some((why, Duration::from_millis(self.retry_ms.load(Ordering::Relaxed)).max(RETRY_MIN)))
     }
 
     /// A slot for a decision of `partnership`, waiting in its queue within the bounds and the

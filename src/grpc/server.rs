@@ -34,7 +34,7 @@ use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
 
 use super::auth::AccessPolicy;
-use super::guard::{GuardConfig, GuardLayer};
+use super::guard::{GuardConfig, GuardLayer, LogLimiter};
 use super::limits::{ConnLimits, RateLimit, SharedBucket};
 use super::metrics::Metrics;
 use super::pb::decision_service_server::DecisionServiceServer;
@@ -247,6 +247,7 @@ pub async fn serve_on(
         request_timeout: options.request_timeout,
         metrics: Arc::clone(&metrics),
         admission: Some(admission),
+        auth_warnings: LogLimiter::default(),
     });
 
     let (began_tx, began_rx) = tokio::sync::oneshot::channel::<()>();

@@ -91,8 +91,8 @@ impl Decider {
     pub async fn decide(&self, req: DecisionRequest, facts_field: Option<&'static str>, deadline: Option<Deadline>) -> Result<pb::Decision, Status> {
         let started = Instant::now();
         let DecisionRequest { partnership, kind, facts, case_ref } = req;
-        let log_partnership = partnership.escape_debug().to_string();
-        let log_kind = kind.escape_debug().to_string();
+        let log_partnership = super::guard::loggable(&partnership);
+        let log_kind = super::guard::loggable(&kind);
         if self.log_facts {
             tracing::info!(partnership = %log_partnership, kind = %log_kind, %case_ref, %facts, "decision requested (--log-facts)");
         }

@@ -13,7 +13,8 @@
 //! deadline (or the server's request timeout) passes first ([`deadline_exceeded`]),
 //! `UNAUTHENTICATED` for a missing or wrong credential ([`unauthenticated`]) and
 //! `PERMISSION_DENIED` for a good credential that may not call the method
-//! ([`permission_denied`]).
+//! ([`permission_denied`]). A request that cannot be decoded is `INVALID_ARGUMENT`
+//! ([`decode_failure`]), not the `INTERNAL` tonic gives it.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -210,6 +211,33 @@ pub fn overloaded(why: Shed, retry_after: Duration) -> Status {
     )
 }
 
+/// The start of the messages tonic and prost give a request that cannot be decoded (bad wire
+/// format, nesting deeper than prost's recursion limit, invalid UTF-8 in a string, a truncated
+/// or badly framed message). tonic answers these `INTERNAL`; [`decode_failure`] recognises them.
+const DECODE_FAILURES: [&str; 4] =
+    ["failed to decode Protobuf message", "Unexpected EOF decoding stream", "protocol error: received message with invalid compression flag", "Message compressed, compression support not enabled"];
+
+/// `INVALID_ARGUMENT` for a request tonic could not decode, when `status` is tonic's `INTERNAL`
+/// for one; `None` for any other status. The request was the caller's mistake, so the answer
+/// says so, with a `BadRequest` (what was wrong, naming message types and fields from the
+/// schema, never the request's content) and an `ErrorInfo` reason `MALFORMED_REQUEST`.
+pub fn decode_failure(status: &Status) -> Option<Status> {
+    if status.code() != Code::Internal || !DECODE_FAILURES.iter().any(|p| status.message().starts_with(p)) {
+        return None;
+    }
+    let what = clip(status.message());
+    let mut details = ErrorDetails::with_bad_request(vec![tonic_types::FieldViolation::new(
+        "",
+        format!("the request is not a valid protobuf message of the method's type: {what}"),
+    )]);
+    details.set_error_info("MALFORMED_REQUEST", ERROR_DOMAIN, HashMap::new());
+    Some(Status::with_error_details(
+        Code::InvalidArgument,
+        format!("invalid request: it could not be decoded ({what}); no decision or change was made"),
+        details,
+    ))
+}
+
 /// `DEADLINE_EXCEEDED`: the caller's deadline (`grpc-timeout`) or the server's request timeout
 /// passed before the call finished. `stage` says where it was (`waiting for a decision slot`).
 pub fn deadline_exceeded(stage: &str) -> Status {
@@ -291,6 +319,18 @@ mod tests {
         assert_eq!(deadline_exceeded("x").code(), Code::DeadlineExceeded);
         assert_eq!(unauthenticated("x").code(), Code::Unauthenticated);
         assert_eq!(permission_denied("ReloadRules", "an admin credential").code(), Code::PermissionDenied);
+    }
+
+    #[test]
+    fn decode_failures_are_the_callers_problem() {
+        let tonic_says = Status::internal("failed to decode Protobuf message: Struct.fields: Value.kind: recursion limit reached");
+        let status = decode_failure(&tonic_says).expect("recognised");
+        assert_eq!(status.code(), Code::InvalidArgument);
+        let details = status.get_error_details();
+        assert_eq!(details.error_info().unwrap().reason, "MALFORMED_REQUEST");
+        assert!(details.bad_request().unwrap().field_violations[0].description.contains("recursion limit"));
+        assert!(decode_failure(&Status::internal("the partnership's rules failed")).is_none());
+        assert!(decode_failure(&Status::invalid_argument("failed to decode Protobuf message")).is_none());
     }
 
     #[test]
