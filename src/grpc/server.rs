@@ -373,3 +373,20 @@ pub async fn shutdown_signal() {
         () = terminate => tracing::info!("received SIGTERM"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metrics_stay_on_loopback_unless_allowed() {
+        let local: SocketAddr = "127.0.0.1:9464".parse().unwrap();
+        let everywhere: SocketAddr = "0.0.0.0:9464".parse().unwrap();
+        assert!(check_metrics_addr(local, false).is_ok());
+        assert!(check_metrics_addr("[::1]:9464".parse().unwrap(), false).is_ok());
+        let refused = check_metrics_addr(everywhere, false).expect_err("not loopback");
+        assert!(refused.to_string().contains("--metrics-allow-remote"), "{refused}");
+        assert!(check_metrics_addr(everywhere, true).is_ok());
+        assert!(!ServerOptions::default().metrics_allow_remote);
+    }
+}
