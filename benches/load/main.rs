@@ -264,7 +264,7 @@ fn main() {
         overload::bursts(&client_rt, &rules.root);
     }
     if cfg.named("overload") {
-        overload::overload(&client_rt, &rules.root);
+        overload::overload(&client_rt, &rules.root, &rules.left_out);
     }
     if cfg.named("neighbour") {
         overload::neighbour(&client_rt, &rules.root, &rules.left_out);

@@ -331,7 +331,25 @@ fn open_loop(
 
 /// The overload curve: closed loops at 64 (the peak), 256, 1,024 and 4,096 streams, and open
 /// loops at 1×, 4× and 10× the peak's rate.
-pub(crate) fn overload(client_rt: &Runtime, root: &Path) {
+pub(crate) fn overload(client_rt: &Runtime, root: &Path, left_out: &[String]) {
+    // With LOAD_OVERLOAD_SPIN=n every partnership's child-invitation script first spins n loop
+    // iterations: decisions then cost the server more than calls cost the client, so that 10x
+    // the server's capacity is a rate the client (on the same cores) can still send.
+    let spin: usize = env("LOAD_OVERLOAD_SPIN", 0usize);
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let root = if spin > 0 {
+        common::copy_dir(root, tmp.path(), left_out);
+        for id in common::all_ids() {
+            let script = tmp.path().join(&id).join("child_invitation.rhai");
+            if let Ok(original) = std::fs::read_to_string(&script) {
+                std::fs::write(&script, format!("let spin = 0; while spin < {spin} {{ spin += 1; }}\n{original}")).expect("write");
+            }
+        }
+        println!("\n(overload runs on a copy of the rules whose child-invitation scripts first spin {spin} loop iterations)");
+        tmp.path()
+    } else {
+        root
+    };
     let secs: f64 = env("LOAD_SECS", 10.0);
     let warmup: f64 = env("LOAD_WARMUP_SECS", 2.0);
     let connections: usize = env("LOAD_CONNECTIONS", 4usize).max(1);

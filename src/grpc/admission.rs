@@ -223,7 +223,9 @@ impl<T> Core<T> {
             return Arrival::Shed(Shed::QueueFull, Self::retry_after(wait));
         }
         if wait > self.bound(p) {
-            return Arrival::Shed(Shed::QueueDelay, Self::retry_after(wait));
+            // Come back when the queue should have drained to its bound, not after the whole
+            // wait: retries then find room, and the slots do not idle while callers sleep.
+            return Arrival::Shed(Shed::QueueDelay, Self::retry_after(wait.saturating_sub(self.bound(p))));
         }
         let service = Duration::from_secs_f64(self.parts[p].service_secs);
         if deadline.is_some_and(|d| now + wait + service > d) {
@@ -321,7 +323,7 @@ impl<T> Core<T> {
             if self.parts[p].live == 0 || wait <= self.bound(p) {
                 return None;
             }
-            longest = longest.max(Some(wait));
+            longest = longest.max(Some(wait.saturating_sub(self.bound(p))));
         }
         longest.map(|w| (Shed::Overloaded, Self::retry_after(w)))
     }
