@@ -91,7 +91,7 @@ mod support {
         .expect("write script");
         std::fs::write(
             p.join("timescales.rhai"),
-            format!("decide(\"on_track\", \"On track.\", [reason(\"broken.time.any\", \"{FIXTURE_SECTION}\", \"Fixture rule.\")], [])\n"),
+            format!("decide(\"on_track\", \"On track.\", [reason(\"broken.timescales.any\", \"{FIXTURE_SECTION}\", \"Fixture rule.\")], [])\n"),
         )
         .expect("write script");
         std::fs::write(

@@ -211,17 +211,20 @@ struct ServeArgs {
     /// Most rule scripts running at once (default: 4 per core).
     #[arg(long, env = "CPC_MAX_CONCURRENT_DECISIONS", help_heading = "Load")]
     max_concurrent_decisions: Option<usize>,
-    /// Most decisions waiting for a script slot; more are shed with RESOURCE_EXHAUSTED (default: 64 per core).
+    /// Hard cap on decisions waiting for a script slot; more are shed with RESOURCE_EXHAUSTED (default: 16384).
     #[arg(long, env = "CPC_MAX_QUEUED_DECISIONS", help_heading = "Load")]
     max_queued_decisions: Option<usize>,
-    /// Longest a decision waits for a script slot before it is shed with RESOURCE_EXHAUSTED.
-    #[arg(long, env = "CPC_MAX_QUEUE_WAIT", default_value = "500ms", value_parser = humantime::parse_duration, help_heading = "Load")]
+    /// Queue-delay bound: longest expected wait a decision is queued with (and longest it waits) before RESOURCE_EXHAUSTED.
+    #[arg(long, env = "CPC_MAX_QUEUE_WAIT", default_value = "2s", value_parser = humantime::parse_duration, help_heading = "Load")]
     max_queue_wait: std::time::Duration,
+    /// Most script slots one partnership holds while others are active (default: a fair share; idle slots are lent).
+    #[arg(long, env = "CPC_PARTNERSHIP_SLOTS", help_heading = "Load")]
+    partnership_slots: Option<usize>,
     /// Longest any call may take (a shorter grpc-timeout from the caller wins).
     #[arg(long, env = "CPC_REQUEST_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration, help_heading = "Load")]
     request_timeout: std::time::Duration,
     /// Most calls in progress on one connection.
-    #[arg(long, env = "CPC_MAX_CALLS_PER_CONNECTION", default_value_t = 256, help_heading = "Load")]
+    #[arg(long, env = "CPC_MAX_CALLS_PER_CONNECTION", default_value_t = 4096, help_heading = "Load")]
     max_calls_per_connection: usize,
     /// Calls a second the whole server takes (0: no limit).
     #[arg(long, env = "CPC_RATE_LIMIT", default_value_t = 0, help_heading = "Load")]
@@ -245,6 +248,9 @@ struct ServeArgs {
     /// Export traces over OTLP/gRPC to this collector, e.g. http://otel-collector:4317.
     #[arg(long, env = "CPC_OTLP_ENDPOINT", help_heading = "Observability")]
     otlp_endpoint: Option<String>,
+    /// Serve metrics on a non-loopback --metrics-addr (the endpoint has no credentials).
+    #[arg(long, env = "CPC_METRICS_ALLOW_REMOTE", help_heading = "Observability")]
+    metrics_allow_remote: bool,
 }
 
 #[derive(Clone, Copy, ValueEnum, Default)]
@@ -688,6 +694,8 @@ fn server_options(args: &ServeArgs) -> anyhow::Result<ServerOptions> {
         max_concurrent_decisions: args.max_concurrent_decisions.unwrap_or(defaults.max_concurrent_decisions).max(1),
         max_queued_decisions: args.max_queued_decisions.unwrap_or(defaults.max_queued_decisions),
         max_queue_wait: args.max_queue_wait,
+        queue_target: defaults.queue_target,
+        partnership_slots: args.partnership_slots.map(|n| n.max(1)),
         request_timeout: args.request_timeout,
         concurrency_limit_per_connection: args.max_calls_per_connection.max(1),
         rate_limit: RateLimit::per_second(args.rate_limit),
@@ -701,6 +709,7 @@ fn server_options(args: &ServeArgs) -> anyhow::Result<ServerOptions> {
         log_facts: args.log_facts,
         metrics_addr: args.metrics_addr,
         otlp_endpoint: args.otlp_endpoint.clone(),
+        metrics_allow_remote: args.metrics_allow_remote,
     })
 }
 

@@ -129,10 +129,10 @@ impl Checker<'_> {
             if !self.rule_id_ok(id) {
                 diags.push(
                     Diagnostic::rhai("rule-id", self.file, *p, format!("rule id `{id}` does not follow `{}.<topic>.<name>`", self.partnership)).with_help(format!(
-                        "start it with `{}.` and one of: {}, {} (e.g. `{}.{}.my-rule`)",
+                        "start it with `{}.` and one of: {}{} (e.g. `{}.{}.my-rule`)",
                         self.partnership,
                         TOPICS.join(", "),
-                        self.schema.name,
+                        if TOPICS.contains(&self.schema.name.as_str()) { String::new() } else { format!(", {}", self.schema.name) },
                         self.partnership,
                         TOPICS.iter().find(|t| self.schema.name.starts_with(**t)).unwrap_or(&self.schema.name.as_str()),
                     )),

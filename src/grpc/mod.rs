@@ -11,6 +11,7 @@
 //! the Prometheus metrics; [`server`] assembles all of it with the health and reflection
 //! services and serves until shutdown. `docs/reliability.md` says what each guarantees.
 
+pub mod admission;
 pub mod auth;
 pub mod convert;
 pub mod guard;

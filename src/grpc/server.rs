@@ -13,7 +13,11 @@
 //! beyond [`ServerOptions::max_connections`] is closed at once. With [`ServerOptions::tls`] the
 //! server speaks TLS (mutual TLS with a client CA); without it, it refuses to listen on a
 //! non-loopback address unless [`ServerOptions::allow_plaintext`]. Prometheus metrics are
-//! served on a second listener when one is given ([`serve_on`]).
+//! served on a second listener when one is given ([`serve_on`]); [`run`] binds it only on a
+//! loopback address unless [`ServerOptions::metrics_allow_remote`].
+//!
+//! Decisions are admitted by [`super::admission`]; the same admission state is shared with the
+//! guard, which sheds a decision call before decoding it when every queue is saturated.
 
 use std::future::Future;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -30,12 +34,13 @@ use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
 
 use super::auth::AccessPolicy;
-use super::guard::{GuardConfig, GuardLayer};
+use super::guard::{GuardConfig, GuardLayer, LogLimiter};
 use super::limits::{ConnLimits, RateLimit, SharedBucket};
 use super::metrics::Metrics;
 use super::pb::decision_service_server::DecisionServiceServer;
 use super::pb::rules_service_server::RulesServiceServer;
-use super::service::{DecisionApi, DecisionLimits, Decider, RulesApi};
+use super::admission::{Admission, AdmissionConfig};
+use super::service::{DecisionApi, Decider, RulesApi};
 use super::transport::{ConnIo, TlsSettings, check_plaintext};
 use crate::store::RuleStore;
 
@@ -58,10 +63,19 @@ pub struct ServerOptions {
     pub addr: SocketAddr,
     /// Most scripts running at once.
     pub max_concurrent_decisions: usize,
-    /// Most decisions waiting for a script slot; one more is shed with `RESOURCE_EXHAUSTED`.
+    /// Most decisions waiting for a script slot in all (a hard cap on the queue's memory, far
+    /// above any normal burst); one more is shed with `RESOURCE_EXHAUSTED`.
     pub max_queued_decisions: usize,
-    /// Longest a decision waits for a script slot before it is shed with `RESOURCE_EXHAUSTED`.
+    /// The queue-delay bound: longest expected wait a decision is queued with, and longest it
+    /// then waits for a slot, before it is shed with `RESOURCE_EXHAUSTED`.
     pub max_queue_wait: Duration,
+    /// CoDel's target sojourn time: when a partnership's queued calls have waited longer than
+    /// this for a whole second, its queue is overloaded and its bound shrinks to this.
+    pub queue_target: Duration,
+    /// Most script slots one partnership holds while others are active (`None`: a fair share
+    /// of [`ServerOptions::max_concurrent_decisions`] among the active partnerships). Idle
+    /// slots are always lent.
+    pub partnership_slots: Option<usize>,
     /// Longest time one call may take before the server answers `DEADLINE_EXCEEDED`; a shorter
     /// `grpc-timeout` from the client wins.
     pub request_timeout: Duration,
@@ -88,10 +102,13 @@ pub struct ServerOptions {
     /// Log each request's facts and `case_ref` (debugging only: they may identify a child).
     pub log_facts: bool,
     /// Address to serve Prometheus metrics on (used by [`run`]; `None`: no metrics endpoint).
+    /// Only a loopback address unless [`ServerOptions::metrics_allow_remote`].
     pub metrics_addr: Option<SocketAddr>,
     /// OTLP/gRPC collector to export traces to, e.g. `http://otel-collector:4317` (`None`: no
     /// traces). See [`crate::telemetry`].
     pub otlp_endpoint: Option<String>,
+    /// Serve metrics on a non-loopback address (they show partnerships, load and errors).
+    pub metrics_allow_remote: bool,
 }
 
 impl Default for ServerOptions {
@@ -100,10 +117,12 @@ impl Default for ServerOptions {
         ServerOptions {
             addr: SocketAddr::from((Ipv4Addr::LOCALHOST, DEFAULT_PORT)),
             max_concurrent_decisions: cores * 4,
-            max_queued_decisions: cores * 64,
-            max_queue_wait: Duration::from_millis(500),
+            max_queued_decisions: 16_384,
+            max_queue_wait: Duration::from_secs(2),
+            queue_target: Duration::from_millis(100),
+            partnership_slots: None,
             request_timeout: Duration::from_secs(10),
-            concurrency_limit_per_connection: 256,
+            concurrency_limit_per_connection: 4096,
             rate_limit: None,
             rate_limit_per_connection: None,
             max_connections: 1024,
@@ -115,6 +134,21 @@ impl Default for ServerOptions {
             log_facts: false,
             metrics_addr: None,
             otlp_endpoint: None,
+            metrics_allow_remote: false,
+        }
+    }
+}
+
+impl ServerOptions {
+    /// The decision admission settings these options give.
+    pub fn admission(&self) -> AdmissionConfig {
+        AdmissionConfig {
+            slots: self.max_concurrent_decisions.max(1),
+            max_queued: self.max_queued_decisions,
+            max_queue_delay: self.max_queue_wait,
+            target: self.queue_target,
+            interval: Duration::from_secs(1),
+            partnership_slots: self.partnership_slots,
         }
     }
 }
@@ -180,13 +214,10 @@ pub async fn serve_on(
         .build_v1alpha()
         .context("building the v1alpha reflection service")?;
 
-    let limits = DecisionLimits {
-        max_running: options.max_concurrent_decisions,
-        max_queued: options.max_queued_decisions,
-        max_queue_wait: options.max_queue_wait,
-    };
     let telemetry = options.otlp_endpoint.as_deref().map(crate::telemetry::Telemetry::otlp).transpose()?.map(Arc::new);
-    let decider = Decider::with_limits(Arc::clone(&store), limits, Arc::clone(&metrics), options.log_facts).with_telemetry(telemetry.clone());
+    let admission = Admission::new(options.admission(), Arc::clone(&metrics));
+    let decider = Decider::with_admission(Arc::clone(&store), Arc::clone(&admission), Arc::clone(&metrics), options.log_facts)
+        .with_telemetry(telemetry.clone());
     let decisions = DecisionServiceServer::new(DecisionApi::new(decider)).max_decoding_message_size(options.max_request_bytes);
     let rules = RulesServiceServer::new(RulesApi::new(Arc::clone(&store))).max_decoding_message_size(options.max_request_bytes);
 
@@ -221,6 +252,8 @@ pub async fn serve_on(
         global_rate: options.rate_limit.map(SharedBucket::new),
         request_timeout: options.request_timeout,
         metrics: Arc::clone(&metrics),
+        admission: Some(admission),
+        auth_warnings: LogLimiter::default(),
     });
 
     let (began_tx, began_rx) = tokio::sync::oneshot::channel::<()>();
@@ -294,12 +327,27 @@ pub async fn serve_on(
 /// `cpc-rules serve` runs. Refuses to start before binding if plaintext is not allowed there.
 pub async fn run(store: Arc<RuleStore>, options: ServerOptions) -> anyhow::Result<()> {
     check_plaintext(options.addr, options.tls.is_some(), options.allow_plaintext)?;
+    if let Some(addr) = options.metrics_addr {
+        check_metrics_addr(addr, options.metrics_allow_remote)?;
+    }
     let listener = bind(options.addr).await?;
     let metrics = match options.metrics_addr {
         Some(addr) => Some(super::metrics::bind(addr).await?),
         None => None,
     };
     serve_on(listener, metrics, store, &options, shutdown_signal()).await
+}
+
+/// Refuses a non-loopback metrics address unless explicitly allowed: the metrics name the
+/// partnerships, their load and their errors, and the endpoint has no credentials.
+pub fn check_metrics_addr(addr: SocketAddr, allow_remote: bool) -> anyhow::Result<()> {
+    if addr.ip().is_loopback() || allow_remote {
+        return Ok(());
+    }
+    anyhow::bail!(
+        "refusing to serve metrics on {addr}: it is not a loopback address and the metrics endpoint has no credentials; \
+         use 127.0.0.1:<port> (scraped through a sidecar or port-forward), or pass --metrics-allow-remote to serve them on the network"
+    )
 }
 
 /// Binds a listener on `addr`, saying which address failed if it cannot.
@@ -332,5 +380,22 @@ pub async fn shutdown_signal() {
     tokio::select! {
         () = ctrl_c => tracing::info!("received SIGINT"),
         () = terminate => tracing::info!("received SIGTERM"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metrics_stay_on_loopback_unless_allowed() {
+        let local: SocketAddr = "127.0.0.1:9464".parse().unwrap();
+        let everywhere: SocketAddr = "0.0.0.0:9464".parse().unwrap();
+        assert!(check_metrics_addr(local, false).is_ok());
+        assert!(check_metrics_addr("[::1]:9464".parse().unwrap(), false).is_ok());
+        let refused = check_metrics_addr(everywhere, false).expect_err("not loopback");
+        assert!(refused.to_string().contains("--metrics-allow-remote"), "{refused}");
+        assert!(check_metrics_addr(everywhere, true).is_ok());
+        assert!(!ServerOptions::default().metrics_allow_remote);
     }
 }

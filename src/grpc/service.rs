@@ -6,13 +6,11 @@
 //! budget, and must not hold up the async executor threads that serve other calls), maps errors
 //! through [`super::status`] and logs the outcome.
 //!
-//! **Load.** At most [`DecisionLimits::max_running`] scripts run at once. A decision that finds
-//! every slot busy joins a bounded queue: if the queue already holds
-//! [`DecisionLimits::max_queued`] decisions, or no slot comes free within
-//! [`DecisionLimits::max_queue_wait`], it is shed with `RESOURCE_EXHAUSTED`. The call's
-//! [`Deadline`] is checked before queueing, bounds the wait, is checked again once a slot is
-//! free, and bounds the wait for the script: a call whose deadline passes gets
-//! `DEADLINE_EXCEEDED`. A script already running when its caller gives up finishes within its
+//! **Load.** Each decision takes a script slot from [`super::admission`], which runs it at once,
+//! queues it by expected wait (per partnership, fair shares of the slots) or sheds it with
+//! `RESOURCE_EXHAUSTED` and a retry delay. The call's [`Deadline`] is checked before queueing,
+//! bounds the wait, is checked again once a slot is free, and bounds the wait for the script: a
+//! call whose deadline passes gets `DEADLINE_EXCEEDED` and is not decided. A script already running when its caller gives up finishes within its
 //! own time budget, keeping its slot until then, so the server never runs more than its limit.
 //!
 //! **Privacy.** Logs carry the partnership, kind, outcome, revision and latency — never the
@@ -20,89 +18,55 @@
 //! the caller made up, unless the server was started with `--log-facts` (a debugging aid).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, TryAcquireError};
 use tonic::{Request, Response, Status};
 
+use super::admission::{self, Admission, Permit, Refused};
 use super::convert::{self, EdgeRequest};
 use super::limits::Deadline;
 use super::metrics::{DecisionLabels, FailureLabels, KindLabels, Metrics};
 use super::pb;
 use super::pb::decision_service_server::DecisionService;
 use super::pb::rules_service_server::RulesService;
-use super::status::{self, Shed};
+use super::status;
 use crate::error::DecisionError;
 use crate::facts::FieldViolation;
 use crate::model::IssuedDecision;
 use crate::store::RuleStore;
 use crate::telemetry::{CallTrace, Telemetry};
 
-/// How many decisions run and wait at once.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DecisionLimits {
-    /// Most scripts running at once (at least 1).
-    pub max_running: usize,
-    /// Most decisions waiting for a slot; one more is shed.
-    pub max_queued: usize,
-    /// Longest a decision waits for a slot before it is shed.
-    pub max_queue_wait: Duration,
-}
-
-impl DecisionLimits {
-    /// `max_running` slots, a queue four times as long, and a one-second wait.
-    pub fn with_running(max_running: usize) -> Self {
-        DecisionLimits { max_running, max_queued: max_running.saturating_mul(4), max_queue_wait: Duration::from_secs(1) }
-    }
-}
+/// How decisions are admitted: slots, queue bounds and shares ([`super::admission`]).
+pub use super::admission::AdmissionConfig as DecisionLimits;
 
 /// Runs decisions against the live rules: the single path every decision RPC takes.
 #[derive(Debug, Clone)]
 pub struct Decider {
     store: Arc<RuleStore>,
-    permits: Arc<Semaphore>,
-    queued: Arc<AtomicUsize>,
-    limits: DecisionLimits,
+    admission: Arc<Admission>,
     metrics: Arc<Metrics>,
     log_facts: bool,
     telemetry: Option<Arc<Telemetry>>,
 }
 
-/// Leaves the queue (and its gauge) when dropped.
-struct InQueue<'a>(&'a AtomicUsize, &'a Metrics);
-
-impl Drop for InQueue<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
-        self.1.queued.dec();
-    }
-}
-
-/// A script slot, counted in the `running` gauge while held.
-struct Running {
-    _permit: OwnedSemaphorePermit,
-    metrics: Arc<Metrics>,
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        self.metrics.running.dec();
-    }
-}
-
 impl Decider {
     /// A decider over `store` running at most `max_concurrent` scripts at once (at least one),
-    /// with the default queue ([`DecisionLimits::with_running`]) and metrics of its own.
+    /// with the default queue ([`DecisionLimits::with_slots`]) and metrics of its own.
     pub fn new(store: Arc<RuleStore>, max_concurrent: usize) -> Self {
-        Self::with_limits(store, DecisionLimits::with_running(max_concurrent), Arc::new(Metrics::new()), false)
+        Self::with_limits(store, DecisionLimits::with_slots(max_concurrent), Arc::new(Metrics::new()), false)
     }
 
     /// A decider over `store` with `limits`, counting in `metrics`; `log_facts` logs each
     /// request's facts and `case_ref` (debugging only: they may identify a child).
     pub fn with_limits(store: Arc<RuleStore>, limits: DecisionLimits, metrics: Arc<Metrics>, log_facts: bool) -> Self {
-        let running = limits.max_running.clamp(1, Semaphore::MAX_PERMITS);
-        Self { store, permits: Arc::new(Semaphore::new(running)), queued: Arc::new(AtomicUsize::new(0)), limits, metrics, log_facts, telemetry: None }
+        let admission = Admission::new(limits, Arc::clone(&metrics));
+        Self::with_admission(store, admission, metrics, log_facts)
+    }
+
+    /// A decider over `store` admitting decisions through `admission` (shared with the guard
+    /// layer, which sheds early when it is saturated).
+    pub fn with_admission(store: Arc<RuleStore>, admission: Arc<Admission>, metrics: Arc<Metrics>, log_facts: bool) -> Self {
+        Self { store, admission, metrics, log_facts, telemetry: None }
     }
 
     /// This decider, tracing each call's phases to `telemetry` (see [`crate::telemetry`]).
@@ -116,41 +80,14 @@ impl Decider {
         &self.store
     }
 
-    /// Waits for a script slot within the queue's bounds and the call's deadline.
-    async fn slot(&self, deadline: Option<Deadline>, trace: &mut CallTrace) -> Result<Running, Status> {
-        if deadline.is_some_and(Deadline::passed) {
-            return Err(status::deadline_exceeded("before the decision could start"));
-        }
-        let running = |permit| {
-            self.metrics.running.inc();
-            Running { _permit: permit, metrics: Arc::clone(&self.metrics) }
-        };
-        match Arc::clone(&self.permits).try_acquire_owned() {
-            Ok(permit) => return Ok(running(permit)),
-            Err(TryAcquireError::Closed) => return Err(status::worker_failed()),
-            Err(TryAcquireError::NoPermits) => {}
-        }
-        let ahead = self.queued.fetch_add(1, Ordering::SeqCst);
-        self.metrics.queued.inc();
-        let _in_queue = InQueue(&self.queued, &self.metrics);
-        if ahead >= self.limits.max_queued {
-            self.metrics.shed(Shed::QueueFull.reason());
-            return Err(status::overloaded(Shed::QueueFull, self.limits.max_queue_wait.max(Duration::from_millis(10))));
-        }
-        trace.queued();
-        let queue_bound = Instant::now() + self.limits.max_queue_wait;
-        let (until, deadline_binds) = match deadline {
-            Some(d) if d.0 <= queue_bound => (d.0, true),
-            _ => (queue_bound, false),
-        };
-        match tokio::time::timeout_at(until.into(), Arc::clone(&self.permits).acquire_owned()).await {
-            Ok(Ok(permit)) => Ok(running(permit)),
-            Ok(Err(_closed)) => Err(status::worker_failed()),
-            Err(_) if deadline_binds => Err(status::deadline_exceeded("while waiting for a decision slot")),
-            Err(_) => {
-                self.metrics.shed(Shed::QueueWait.reason());
-                Err(status::overloaded(Shed::QueueWait, self.limits.max_queue_wait.max(Duration::from_millis(10))))
-            }
+    /// Waits for a script slot in the partnership's queue, within the queue's bounds and the
+    /// call's deadline ([`Admission::acquire`]).
+    async fn slot(&self, partnership: &str, deadline: Option<Deadline>) -> Result<Permit, Status> {
+        let key = if self.store.get(partnership).is_some() { partnership } else { admission::UNKNOWN_PARTNERSHIP };
+        match self.admission.acquire(key, deadline.map(|d| d.0)).await {
+            Ok(permit) => Ok(permit),
+            Err(Refused::Shed(why, retry)) => Err(status::overloaded(why, retry)),
+            Err(Refused::DeadlinePassed) => Err(status::deadline_exceeded("while waiting for a decision slot")),
         }
     }
 
@@ -163,8 +100,8 @@ impl Decider {
     pub async fn decide(&self, req: EdgeRequest, deadline: Option<Deadline>) -> Result<pb::Decision, Status> {
         let started = Instant::now();
         let EdgeRequest { partnership, kind, facts, case_ref, problems, facts_field } = req;
-        let log_partnership = loggable_name(&partnership);
-        let log_kind = loggable_name(&kind);
+        let log_partnership = super::guard::loggable(&partnership);
+        let log_kind = super::guard::loggable(&kind);
         let mut trace = CallTrace::start(self.telemetry.as_deref(), &self.store, &partnership, &kind);
         if self.log_facts {
             tracing::info!(partnership = %log_partnership, kind = %log_kind, %case_ref, %facts, "decision requested (--log-facts)");
@@ -190,7 +127,7 @@ impl Decider {
             }
             (Err(e), _) => return refuse(e, &mut trace),
         };
-        let slot = match self.slot(deadline, &mut trace).await {
+        let slot = match self.slot(&partnership, deadline).await {
             Ok(slot) => slot,
             Err(refusal) => {
                 trace.failed(refusal.code());

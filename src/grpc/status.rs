@@ -13,7 +13,8 @@
 //! deadline (or the server's request timeout) passes first ([`deadline_exceeded`]),
 //! `UNAUTHENTICATED` for a missing or wrong credential ([`unauthenticated`]) and
 //! `PERMISSION_DENIED` for a good credential that may not call the method
-//! ([`permission_denied`]).
+//! ([`permission_denied`]). A request that cannot be decoded is `INVALID_ARGUMENT`
+//! ([`decode_failure`]), not the `INTERNAL` tonic gives it.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -91,7 +92,11 @@ pub fn to_status(err: &DecisionError) -> Status {
                 format!("the partnership has no rules for this decision kind; its kinds: {}", known.join(", ")),
             );
             details.set_error_info("UNKNOWN_KIND", ERROR_DOMAIN, not_found_metadata(suggestion, known));
-            Status::with_error_details(Code::NotFound, not_found_message(&format!("decision kind of `{partnership}`"), kind, suggestion), details)
+            let message = match suggestion {
+                Some(s) => format!("partnership `{partnership}` has no decision kind `{}`; did you mean `{s}`?", shorten(kind)),
+                None => format!("partnership `{partnership}` has no decision kind `{}` (its kinds: {})", shorten(kind), known.join(", ")),
+            };
+            Status::with_error_details(Code::NotFound, message, details)
         }
         DecisionError::Script { failure, location, message } => {
             let mut metadata = HashMap::from([("file".to_string(), location.file.clone())]);
@@ -176,6 +181,13 @@ pub enum Shed {
     QueueFull,
     /// Every script slot stayed busy for the longest time a decision may wait in the queue.
     QueueWait,
+    /// The call's expected wait for a script slot is longer than the queue-delay bound (or,
+    /// while the partnership's queue is overloaded, than its target).
+    QueueDelay,
+    /// The call's expected wait would leave it no time to be decided before its deadline.
+    WouldMissDeadline,
+    /// Every active partnership's queue is saturated: shed before the request was decoded.
+    Overloaded,
     /// The connection sent more calls per second than it may.
     ConnectionRate,
     /// The server as a whole received more calls per second than it takes.
@@ -192,6 +204,9 @@ impl Shed {
         match self {
             Shed::QueueFull => "DECISION_QUEUE_FULL",
             Shed::QueueWait => "DECISION_QUEUE_WAIT",
+            Shed::QueueDelay => "DECISION_QUEUE_DELAY",
+            Shed::WouldMissDeadline => "DECISION_WOULD_MISS_DEADLINE",
+            Shed::Overloaded => "DECISION_OVERLOADED",
             Shed::ConnectionRate => "CONNECTION_RATE_LIMITED",
             Shed::GlobalRate => "RATE_LIMITED",
             Shed::ConnectionConcurrency => "CONNECTION_CONCURRENCY_LIMITED",
@@ -203,6 +218,9 @@ impl Shed {
         match self {
             Shed::QueueFull => "the server is at its decision capacity and its queue is full",
             Shed::QueueWait => "the server is at its decision capacity and no slot came free in time",
+            Shed::QueueDelay => "the server is at its decision capacity and the call would wait longer than its queue-delay bound",
+            Shed::WouldMissDeadline => "the server is at its decision capacity and the call would wait past its deadline",
+            Shed::Overloaded => "the server is overloaded and shed the call before reading it",
             Shed::ConnectionRate => "this connection is sending calls faster than its rate limit",
             Shed::GlobalRate => "the server is receiving calls faster than its rate limit",
             Shed::ConnectionConcurrency => "this connection has as many calls in progress as it may",
@@ -221,6 +239,33 @@ pub fn overloaded(why: Shed, retry_after: Duration) -> Status {
         format!("{}; no decision or change was made; retry after {} ms with backoff", why.message(), retry_after.as_millis()),
         details,
     )
+}
+
+/// The start of the messages tonic and prost give a request that cannot be decoded (bad wire
+/// format, nesting deeper than prost's recursion limit, invalid UTF-8 in a string, a truncated
+/// or badly framed message). tonic answers these `INTERNAL`; [`decode_failure`] recognises them.
+const DECODE_FAILURES: [&str; 4] =
+    ["failed to decode Protobuf message", "Unexpected EOF decoding stream", "protocol error: received message with invalid compression flag", "Message compressed, compression support not enabled"];
+
+/// `INVALID_ARGUMENT` for a request tonic could not decode, when `status` is tonic's `INTERNAL`
+/// for one; `None` for any other status. The request was the caller's mistake, so the answer
+/// says so, with a `BadRequest` (what was wrong, naming message types and fields from the
+/// schema, never the request's content) and an `ErrorInfo` reason `MALFORMED_REQUEST`.
+pub fn decode_failure(status: &Status) -> Option<Status> {
+    if status.code() != Code::Internal || !DECODE_FAILURES.iter().any(|p| status.message().starts_with(p)) {
+        return None;
+    }
+    let what = clip(status.message());
+    let mut details = ErrorDetails::with_bad_request(vec![tonic_types::FieldViolation::new(
+        "",
+        format!("the request is not a valid protobuf message of the method's type: {what}"),
+    )]);
+    details.set_error_info("MALFORMED_REQUEST", ERROR_DOMAIN, HashMap::new());
+    Some(Status::with_error_details(
+        Code::InvalidArgument,
+        format!("invalid request: it could not be decoded ({what}); no decision or change was made"),
+        details,
+    ))
 }
 
 /// `DEADLINE_EXCEEDED`: the caller's deadline (`grpc-timeout`) or the server's request timeout
@@ -304,6 +349,18 @@ mod tests {
         assert_eq!(deadline_exceeded("x").code(), Code::DeadlineExceeded);
         assert_eq!(unauthenticated("x").code(), Code::Unauthenticated);
         assert_eq!(permission_denied("ReloadRules", "an admin credential").code(), Code::PermissionDenied);
+    }
+
+    #[test]
+    fn decode_failures_are_the_callers_problem() {
+        let tonic_says = Status::internal("failed to decode Protobuf message: Struct.fields: Value.kind: recursion limit reached");
+        let status = decode_failure(&tonic_says).expect("recognised");
+        assert_eq!(status.code(), Code::InvalidArgument);
+        let details = status.get_error_details();
+        assert_eq!(details.error_info().unwrap().reason, "MALFORMED_REQUEST");
+        assert!(details.bad_request().unwrap().field_violations[0].description.contains("recursion limit"));
+        assert!(decode_failure(&Status::internal("the partnership's rules failed")).is_none());
+        assert!(decode_failure(&Status::invalid_argument("failed to decode Protobuf message")).is_none());
     }
 
     #[test]

@@ -105,7 +105,7 @@ pub const HOSTILE: &[(&str, &str)] = &[
     ("wrong_shape", "// Returns a number, not a decision.\n42\n"),
     (
         "unknown_outcome",
-        "// Returns an outcome built at run time, so no static check sees it.\nlet o = \"mayb\" + \"e\";\ndecide(o, \"Maybe.\", [reason(\"hostile.r\", \"Who is involved?\", \"Fixture rule.\")], [])\n",
+        "// Returns an outcome built at run time, so no static check sees it.\nlet o = \"mayb\" + \"e\";\ndecide(o, \"Maybe.\", [reason(\"hostile.unknown_outcome.r\", \"Who is involved?\", \"Fixture rule.\")], [])\n",
     ),
     (
         "dynamic_call",
@@ -134,11 +134,15 @@ pub fn fixture() -> tempfile::TempDir {
     write(&good.join("slow.rhai"), &good_slow());
     write(
         &good.join("plan_type.rhai"),
-        &format!("decide(\"no_plan\", \"No plan follows.\", [reason(\"good.plan\", \"{SECTION}\", \"Fixture rule.\")], [])\n"),
+        &format!("decide(\"no_plan\", \"No plan follows.\", [reason(\"good.plan.fixture\", \"{SECTION}\", \"Fixture rule.\")], [])\n"),
+    );
+    write(
+        &good.join("complaint_eligibility.rhai"),
+        &format!("decide(\"eligible\", \"Eligible.\", [reason(\"good.complaint.fixture\", \"{SECTION}\", \"Fixture rule.\")], [])\n"),
     );
     write(
         &good.join("timescales.rhai"),
-        &format!("decide(\"on_track\", \"On track.\", [reason(\"good.time\", \"{SECTION}\", \"Fixture rule.\")], [])\n"),
+        &format!("decide(\"on_track\", \"On track.\", [reason(\"good.timescales.fixture\", \"{SECTION}\", \"Fixture rule.\")], [])\n"),
     );
     write(
         &good.join("tests").join("child_invitation.toml"),

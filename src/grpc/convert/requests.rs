@@ -9,6 +9,7 @@ use serde_json::{Map, Value};
 use super::{EdgeRequest, FactEnum, addressing, enum_code};
 use crate::facts::FieldViolation;
 use crate::grpc::pb;
+use crate::vocabulary::DEFAULT_MAX_ITEMS;
 
 /// Builds one request's facts, collecting the edge's problems.
 struct FactsBuilder {
@@ -38,8 +39,13 @@ impl FactsBuilder {
         }
     }
 
-    /// A list of enum codes. An unknown number is a problem; an unset one cannot be a code.
+    /// A list of enum codes. An unknown number is a problem; an unset one cannot be a code. A
+    /// list far over the vocabulary's bound is one problem, not one per item.
     fn enum_list<E: FactEnum>(&mut self, field: &str, values: &[i32]) {
+        if values.len() > DEFAULT_MAX_ITEMS {
+            self.problems.push(FieldViolation::new(field, format!("has {} items; at most {DEFAULT_MAX_ITEMS} are accepted", values.len())));
+            return;
+        }
         let mut out = Vec::with_capacity(values.len());
         for (i, v) in values.iter().enumerate() {
             match enum_code::<E>(*v) {
