@@ -216,6 +216,11 @@ struct ServeArgs {
     /// Export traces over OTLP/gRPC to this collector, e.g. http://otel-collector:4317.
     #[arg(long, env = "CPC_OTLP_ENDPOINT", help_heading = "Observability")]
     otlp_endpoint: Option<String>,
+
+    /// Serve the web console and the JSON API on this address (alone: 127.0.0.1:8080). Off
+    /// loopback it needs TLS (--tls-cert/--tls-key) and a caller or admin token to sign in with.
+    #[arg(long, env = "CPC_CONSOLE_ADDR", num_args = 0..=1, default_missing_value = cpc_rules::http::DEFAULT_CONSOLE_ADDR, help_heading = "Console")]
+    console_addr: Option<std::net::SocketAddr>,
 }
 
 #[derive(Clone, Copy, ValueEnum, Default)]
@@ -647,6 +652,7 @@ fn server_options(args: &ServeArgs) -> anyhow::Result<ServerOptions> {
         log_facts: args.log_facts,
         metrics_addr: args.metrics_addr,
         otlp_endpoint: args.otlp_endpoint.clone(),
+        console_addr: args.console_addr,
     })
 }
 

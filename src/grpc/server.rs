@@ -92,6 +92,9 @@ pub struct ServerOptions {
     /// OTLP/gRPC collector to export traces to, e.g. `http://otel-collector:4317` (`None`: no
     /// traces). See [`crate::telemetry`].
     pub otlp_endpoint: Option<String>,
+    /// Address to serve the web console and the JSON API on (used by [`run`]; `None`: none).
+    /// It shares this server's decider, tokens and TLS settings; see [`crate::http`].
+    pub console_addr: Option<SocketAddr>,
 }
 
 impl Default for ServerOptions {
@@ -115,6 +118,7 @@ impl Default for ServerOptions {
             log_facts: false,
             metrics_addr: None,
             otlp_endpoint: None,
+            console_addr: None,
         }
     }
 }
@@ -145,6 +149,19 @@ pub async fn serve_with(
 pub async fn serve_on(
     listener: TcpListener,
     metrics_listener: Option<TcpListener>,
+    store: Arc<RuleStore>,
+    options: &ServerOptions,
+    shutdown: impl Future<Output = ()> + Send,
+) -> anyhow::Result<()> {
+    serve_all(listener, metrics_listener, None, store, options, shutdown).await
+}
+
+/// As [`serve_on`], also serving the web console and JSON API ([`crate::http`]) on
+/// `console_listener` when given, with the same decider, until the same shutdown.
+pub async fn serve_all(
+    listener: TcpListener,
+    metrics_listener: Option<TcpListener>,
+    console_listener: Option<TcpListener>,
     store: Arc<RuleStore>,
     options: &ServerOptions,
     shutdown: impl Future<Output = ()> + Send,
@@ -187,6 +204,7 @@ pub async fn serve_on(
     };
     let telemetry = options.otlp_endpoint.as_deref().map(crate::telemetry::Telemetry::otlp).transpose()?.map(Arc::new);
     let decider = Decider::with_limits(Arc::clone(&store), limits, Arc::clone(&metrics), options.log_facts).with_telemetry(telemetry.clone());
+    let console_decider = decider.clone();
     let decisions = DecisionServiceServer::new(DecisionApi::new(decider)).max_decoding_message_size(options.max_request_bytes);
     let rules = RulesServiceServer::new(RulesApi::new(Arc::clone(&store))).max_decoding_message_size(options.max_request_bytes);
 
@@ -257,6 +275,20 @@ pub async fn serve_on(
         .serve_with_incoming_shutdown(incoming, signal);
     tokio::pin!(server);
 
+    let console_task = console_listener.map(|l| {
+        let mut stop = metrics_stop_rx.clone();
+        let config = crate::http::ConsoleConfig {
+            tls: options.tls.clone(),
+            allow_plaintext: options.allow_plaintext,
+            access: options.access.clone(),
+            request_timeout: options.request_timeout,
+            max_request_bytes: options.max_request_bytes,
+            ..crate::http::ConsoleConfig::default()
+        };
+        tokio::spawn(crate::http::serve(l, console_decider, config, async move {
+            let _ = stop.wait_for(|stopped| *stopped).await;
+        }))
+    });
     let metrics_task = metrics_listener.map(|l| {
         let mut stop = metrics_stop_rx.clone();
         tokio::spawn(super::metrics::serve(l, Arc::clone(&metrics), Arc::clone(&store), async move {
@@ -282,6 +314,13 @@ pub async fn serve_on(
     if let Some(task) = metrics_task {
         let _ = task.await;
     }
+    if let Some(task) = console_task {
+        match task.await {
+            Ok(Err(e)) => tracing::error!(error = %e, "the console failed"),
+            Err(e) => tracing::error!(error = %e, "the console task failed"),
+            Ok(Ok(())) => {}
+        }
+    }
     if let Some(t) = telemetry {
         let _ = tokio::task::spawn_blocking(move || t.shutdown()).await;
     }
@@ -299,7 +338,14 @@ pub async fn run(store: Arc<RuleStore>, options: ServerOptions) -> anyhow::Resul
         Some(addr) => Some(super::metrics::bind(addr).await?),
         None => None,
     };
-    serve_on(listener, metrics, store, &options, shutdown_signal()).await
+    let console = match options.console_addr {
+        Some(addr) => {
+            crate::http::security::check(addr, options.tls.as_ref(), options.allow_plaintext, &options.access)?;
+            Some(bind(addr).await?)
+        }
+        None => None,
+    };
+    serve_all(listener, metrics, console, store, &options, shutdown_signal()).await
 }
 
 /// Binds a listener on `addr`, saying which address failed if it cannot.
