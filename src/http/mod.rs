@@ -127,6 +127,7 @@ pub fn router(decider: Decider, config: &ConsoleConfig, local: SocketAddr) -> Ro
     Router::new()
         .route("/v1/openapi.json", get(api_openapi))
         .route("/static/console.css", get(|| async { ([(header::CONTENT_TYPE, "text/css; charset=utf-8")], include_str!("static/console.css")) }))
+        .route("/favicon.ico", get(|| async { StatusCode::NO_CONTENT }))
         .route("/static/console.js", get(|| async { ([(header::CONTENT_TYPE, "text/javascript; charset=utf-8")], include_str!("static/console.js")) }))
         .merge(api)
         .merge(console)
