@@ -8,7 +8,8 @@
 //! - [`cases`]: test cases as data, run by `cargo test` and by `cpc-rules test`;
 //! - [`store`]: loading rule sets from disk, watching them, and swapping them atomically;
 //! - [`grpc`]: the tonic service, converting protobuf at the edge and mapping errors to status
-//!   in one place.
+//!   in one place;
+//! - [`http`]: the web console and the JSON API on one HTTP port, through the same decider.
 
 pub mod calendar;
 pub mod clock;
@@ -21,4 +22,5 @@ pub mod suggest;
 pub mod cases;
 pub mod store;
 pub mod grpc;
+pub mod http;
 pub mod telemetry;

@@ -251,6 +251,11 @@ struct ServeArgs {
     /// Serve metrics on a non-loopback --metrics-addr (the endpoint has no credentials).
     #[arg(long, env = "CPC_METRICS_ALLOW_REMOTE", help_heading = "Observability")]
     metrics_allow_remote: bool,
+
+    /// Serve the web console and the JSON API on this address (alone: 127.0.0.1:8080). Off
+    /// loopback it needs TLS (--tls-cert/--tls-key) and a caller or admin token to sign in with.
+    #[arg(long, env = "CPC_CONSOLE_ADDR", num_args = 0..=1, default_missing_value = cpc_rules::http::DEFAULT_CONSOLE_ADDR, help_heading = "Console")]
+    console_addr: Option<std::net::SocketAddr>,
 }
 
 #[derive(Clone, Copy, ValueEnum, Default)]
@@ -710,6 +715,7 @@ fn server_options(args: &ServeArgs) -> anyhow::Result<ServerOptions> {
         metrics_addr: args.metrics_addr,
         otlp_endpoint: args.otlp_endpoint.clone(),
         metrics_allow_remote: args.metrics_allow_remote,
+        console_addr: args.console_addr,
     })
 }
 

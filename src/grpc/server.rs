@@ -109,6 +109,9 @@ pub struct ServerOptions {
     pub otlp_endpoint: Option<String>,
     /// Serve metrics on a non-loopback address (they show partnerships, load and errors).
     pub metrics_allow_remote: bool,
+    /// Address to serve the web console and the JSON API on (used by [`run`]; `None`: none).
+    /// It shares this server's decider, tokens and TLS settings; see [`crate::http`].
+    pub console_addr: Option<SocketAddr>,
 }
 
 impl Default for ServerOptions {
@@ -135,6 +138,7 @@ impl Default for ServerOptions {
             metrics_addr: None,
             otlp_endpoint: None,
             metrics_allow_remote: false,
+            console_addr: None,
         }
     }
 }
@@ -183,6 +187,19 @@ pub async fn serve_on(
     options: &ServerOptions,
     shutdown: impl Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
+    serve_all(listener, metrics_listener, None, store, options, shutdown).await
+}
+
+/// As [`serve_on`], also serving the web console and JSON API ([`crate::http`]) on
+/// `console_listener` when given, with the same decider, until the same shutdown.
+pub async fn serve_all(
+    listener: TcpListener,
+    metrics_listener: Option<TcpListener>,
+    console_listener: Option<TcpListener>,
+    store: Arc<RuleStore>,
+    options: &ServerOptions,
+    shutdown: impl Future<Output = ()> + Send,
+) -> anyhow::Result<()> {
     let local = listener.local_addr().context("the listener has no local address")?;
     check_plaintext(local, options.tls.is_some(), options.allow_plaintext)?;
     if options.tls.is_none() && !local.ip().is_loopback() && (options.access.admin_token.is_some() || options.access.caller_token.is_some()) {
@@ -218,6 +235,7 @@ pub async fn serve_on(
     let admission = Admission::new(options.admission(), Arc::clone(&metrics));
     let decider = Decider::with_admission(Arc::clone(&store), Arc::clone(&admission), Arc::clone(&metrics), options.log_facts)
         .with_telemetry(telemetry.clone());
+    let console_decider = decider.clone();
     let decisions = DecisionServiceServer::new(DecisionApi::new(decider)).max_decoding_message_size(options.max_request_bytes);
     let rules = RulesServiceServer::new(RulesApi::new(Arc::clone(&store))).max_decoding_message_size(options.max_request_bytes);
 
@@ -290,6 +308,20 @@ pub async fn serve_on(
         .serve_with_incoming_shutdown(incoming, signal);
     tokio::pin!(server);
 
+    let console_task = console_listener.map(|l| {
+        let mut stop = metrics_stop_rx.clone();
+        let config = crate::http::ConsoleConfig {
+            tls: options.tls.clone(),
+            allow_plaintext: options.allow_plaintext,
+            access: options.access.clone(),
+            request_timeout: options.request_timeout,
+            max_request_bytes: options.max_request_bytes,
+            ..crate::http::ConsoleConfig::default()
+        };
+        tokio::spawn(crate::http::serve(l, console_decider, config, async move {
+            let _ = stop.wait_for(|stopped| *stopped).await;
+        }))
+    });
     let metrics_task = metrics_listener.map(|l| {
         let mut stop = metrics_stop_rx.clone();
         tokio::spawn(super::metrics::serve(l, Arc::clone(&metrics), Arc::clone(&store), async move {
@@ -315,6 +347,13 @@ pub async fn serve_on(
     if let Some(task) = metrics_task {
         let _ = task.await;
     }
+    if let Some(task) = console_task {
+        match task.await {
+            Ok(Err(e)) => tracing::error!(error = %e, "the console failed"),
+            Err(e) => tracing::error!(error = %e, "the console task failed"),
+            Ok(Ok(())) => {}
+        }
+    }
     if let Some(t) = telemetry {
         let _ = tokio::task::spawn_blocking(move || t.shutdown()).await;
     }
@@ -335,7 +374,14 @@ pub async fn run(store: Arc<RuleStore>, options: ServerOptions) -> anyhow::Resul
         Some(addr) => Some(super::metrics::bind(addr).await?),
         None => None,
     };
-    serve_on(listener, metrics, store, &options, shutdown_signal()).await
+    let console = match options.console_addr {
+        Some(addr) => {
+            crate::http::security::check(addr, options.tls.as_ref(), options.allow_plaintext, &options.access)?;
+            Some(bind(addr).await?)
+        }
+        None => None,
+    };
+    serve_all(listener, metrics, console, store, &options, shutdown_signal()).await
 }
 
 /// Refuses a non-loopback metrics address unless explicitly allowed: the metrics name the
