@@ -86,3 +86,20 @@ fn authoring_guide_covers_every_helper() {
         assert!(guide.contains(h.name), "rules/README.md does not mention helper `{}`", h.name);
     }
 }
+
+/// The Kubernetes rules volume lists every file of `rules/`: a rules file added without
+/// regenerating it would be missing from a deployed pod.
+#[test]
+fn kubernetes_rules_volume_lists_every_rules_file() {
+    let out = std::process::Command::new("python3")
+        .arg(root().join("deploy/kubernetes/gen-rules.py"))
+        .arg("--check")
+        .output()
+        .expect("python3 runs deploy/kubernetes/gen-rules.py");
+    assert!(
+        out.status.success(),
+        "{}{}run `python3 deploy/kubernetes/gen-rules.py`",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
