@@ -90,3 +90,48 @@ impl DecisionError {
         }
     }
 }
+
+/// Why a server (gRPC, console, metrics) or one of its parts could not start, or stopped with an
+/// error. Each message names the setting or file at fault and, where there is one, the fix: the
+/// `serve` command prints it as it is.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// An address could not be listened on.
+    #[error("cannot listen {what}on {addr}: {source}")]
+    Listen {
+        /// What the address was for, e.g. "for metrics " (with a trailing space), or "".
+        what: &'static str,
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A file named on the command line could not be used.
+    #[error("cannot read the {what} file {path}: {source}")]
+    ReadFile {
+        /// What the file is, with its flag.
+        what: String,
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The configuration is refused; the message says what to change.
+    #[error("{0}")]
+    Refused(String),
+    /// A part of the server could not be built or failed while running.
+    #[error("{context}: {source}")]
+    Failed {
+        /// What was being done.
+        context: String,
+        /// The underlying error.
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
+impl ServeError {
+    /// A [`ServeError::Failed`] from any error, with what was being done.
+    pub fn failed(context: impl Into<String>, source: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        ServeError::Failed { context: context.into(), source: source.into() }
+    }
+}

@@ -29,7 +29,6 @@
 use std::borrow::Cow;
 use std::time::SystemTime;
 
-use anyhow::Context as _;
 use opentelemetry::trace::{Span as _, SpanKind, Status, TraceContextExt as _, Tracer as _, TracerProvider as _};
 use opentelemetry::{Context, KeyValue};
 use opentelemetry_otlp::WithExportConfig as _;
@@ -82,12 +81,12 @@ impl Telemetry {
     /// Exports spans over OTLP/gRPC to `endpoint` (e.g. `http://otel-collector:4317`). Must be
     /// called inside a Tokio runtime (the exporter's channel lives on it). The collector is
     /// connected lazily: one that is down does not stop the server, its spans are dropped.
-    pub fn otlp(endpoint: &str) -> anyhow::Result<Telemetry> {
+    pub fn otlp(endpoint: &str) -> Result<Telemetry, crate::error::ServeError> {
         let exporter = opentelemetry_otlp::SpanExporter::builder()
             .with_tonic()
             .with_endpoint(endpoint)
             .build()
-            .with_context(|| format!("cannot set up the OTLP exporter for --otlp-endpoint {endpoint}"))?;
+            .map_err(|e| crate::error::ServeError::failed(format!("cannot set up the OTLP exporter for --otlp-endpoint {endpoint}"), e))?;
         let resource = Resource::builder().with_service_name(SCOPE).with_attribute(KeyValue::new("service.version", env!("CARGO_PKG_VERSION"))).build();
         let provider = SdkTracerProvider::builder().with_resource(resource).with_batch_exporter(exporter).build();
         let tracer = provider.tracer(SCOPE);

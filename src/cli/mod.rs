@@ -602,7 +602,7 @@ fn serve(args: ServeArgs) -> u8 {
     // Configuration problems (unreadable TLS or token files, plaintext on a public address)
     // stop the server before it loads anything.
     let options = match server_options(&args)
-        .and_then(|o| cpc_rules::grpc::transport::check_plaintext(o.addr, o.tls.is_some(), o.allow_plaintext).map(|()| o))
+        .and_then(|o| cpc_rules::grpc::transport::check_plaintext(o.addr, o.tls.is_some(), o.allow_plaintext).map(|()| o).map_err(anyhow::Error::from))
     {
         Ok(o) => o,
         Err(e) => {

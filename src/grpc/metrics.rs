@@ -329,9 +329,8 @@ fn respond(req: &hyper::Request<hyper::body::Incoming>, metrics: &Metrics, store
 }
 
 /// Binds the metrics address, saying which address failed if it cannot.
-pub async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
-    use anyhow::Context as _;
-    TcpListener::bind(addr).await.with_context(|| format!("cannot listen for metrics on {addr}"))
+pub async fn bind(addr: SocketAddr) -> Result<TcpListener, crate::error::ServeError> {
+    TcpListener::bind(addr).await.map_err(|source| crate::error::ServeError::Listen { what: "for metrics ", addr, source })
 }
 
 #[cfg(test)]

@@ -19,7 +19,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use anyhow::Context as _;
+use crate::error::ServeError;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tonic::transport::server::Connected;
@@ -119,17 +119,17 @@ impl std::fmt::Debug for TlsSettings {
     }
 }
 
-fn read_pem(path: &Path, what: &str) -> anyhow::Result<Vec<u8>> {
-    let bytes = std::fs::read(path).with_context(|| format!("cannot read the {what} file {}", path.display()))?;
+fn read_pem(path: &Path, what: &str) -> Result<Vec<u8>, ServeError> {
+    let bytes = std::fs::read(path).map_err(|source| ServeError::ReadFile { what: what.to_owned(), path: path.to_owned(), source })?;
     if !bytes.windows(11).any(|w| w == b"-----BEGIN ") {
-        anyhow::bail!("the {what} file {} is not PEM (no `-----BEGIN` line)", path.display());
+        return Err(ServeError::Refused(format!("the {what} file {} is not PEM (no `-----BEGIN` line)", path.display())));
     }
     Ok(bytes)
 }
 
 impl TlsSettings {
     /// Reads the PEM files: the server's certificate chain and key, and optionally a client CA.
-    pub fn from_files(cert: &Path, key: &Path, client_ca: Option<&Path>, client_cert_optional: bool) -> anyhow::Result<TlsSettings> {
+    pub fn from_files(cert: &Path, key: &Path, client_ca: Option<&Path>, client_cert_optional: bool) -> Result<TlsSettings, ServeError> {
         Ok(TlsSettings {
             cert_pem: read_pem(cert, "TLS certificate (--tls-cert)")?,
             key_pem: read_pem(key, "TLS private key (--tls-key)")?,
@@ -156,15 +156,15 @@ impl TlsSettings {
 }
 
 /// Refuses to serve plaintext gRPC on a non-loopback address unless `allow_plaintext`.
-pub fn check_plaintext(addr: SocketAddr, tls: bool, allow_plaintext: bool) -> anyhow::Result<()> {
+pub fn check_plaintext(addr: SocketAddr, tls: bool, allow_plaintext: bool) -> Result<(), ServeError> {
     if tls || allow_plaintext || addr.ip().is_loopback() {
         return Ok(());
     }
-    anyhow::bail!(
+    Err(ServeError::Refused(format!(
         "refusing to serve plaintext gRPC on {addr}, which is not a loopback address: decisions concern children and \
          credentials would cross the network in clear. Give --tls-cert and --tls-key (PEM files) to serve TLS, or \
          --allow-plaintext if a TLS-terminating proxy or service mesh sits in front"
-    )
+    )))
 }
 
 #[cfg(test)]

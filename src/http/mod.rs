@@ -42,6 +42,7 @@ use crate::grpc::convert::EdgeRequest;
 use crate::grpc::limits::Deadline;
 use crate::grpc::service::Decider;
 use crate::grpc::transport::TlsSettings;
+use crate::error::ServeError;
 use crate::vocabulary::{FactType, KindSchema};
 use errors::ApiError;
 use forms::FormState;
@@ -149,16 +150,16 @@ async fn access_log(request: Request, next: Next) -> Response {
 
 /// Serves the console and API on `listener` with `decider` until `shutdown` resolves. Refuses
 /// to start off loopback without TLS and a login ([`security::check`]).
-pub async fn serve(listener: tokio::net::TcpListener, decider: Decider, config: ConsoleConfig, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
-    let local = listener.local_addr()?;
+pub async fn serve(listener: tokio::net::TcpListener, decider: Decider, config: ConsoleConfig, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), ServeError> {
+    let local = listener.local_addr().map_err(|e| ServeError::failed("the console listener has no local address", e))?;
     security::check(local, config.tls.as_ref(), config.allow_plaintext, &config.access)?;
     let app = router(decider, &config, local);
     tracing::info!(addr = %local, tls = config.tls.is_some(), "console and JSON API listening");
     match &config.tls {
-        None => axum::serve(listener, app).with_graceful_shutdown(shutdown).await?,
+        None => axum::serve(listener, app).with_graceful_shutdown(shutdown).await.map_err(|e| ServeError::failed("the console failed", e))?,
         Some(tls) => {
             let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(security::tls_config(tls)?));
-            axum::serve(TlsListener::new(listener, acceptor), app).with_graceful_shutdown(shutdown).await?;
+            axum::serve(TlsListener::new(listener, acceptor), app).with_graceful_shutdown(shutdown).await.map_err(|e| ServeError::failed("the console failed", e))?;
         }
     }
     tracing::info!("console stopped");

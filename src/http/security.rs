@@ -33,6 +33,7 @@ use subtle::ConstantTimeEq;
 
 use crate::grpc::auth::{Access, AccessPolicy, MethodInfo};
 use crate::grpc::transport::TlsSettings;
+use crate::error::ServeError;
 
 /// How long a session lasts.
 pub const SESSION_TTL: Duration = Duration::from_secs(8 * 60 * 60);
@@ -150,21 +151,21 @@ pub fn csrf_ok(session: &Session, submitted: Option<&str>) -> bool {
 }
 
 /// Refuses a console that would be reachable off loopback without TLS or without a login.
-pub fn check(addr: SocketAddr, tls: Option<&TlsSettings>, allow_plaintext: bool, access: &AccessPolicy) -> anyhow::Result<()> {
+pub fn check(addr: SocketAddr, tls: Option<&TlsSettings>, allow_plaintext: bool, access: &AccessPolicy) -> Result<(), ServeError> {
     if addr.ip().is_loopback() {
         return Ok(());
     }
     if tls.is_none() && !allow_plaintext {
-        anyhow::bail!(
+        return Err(ServeError::Refused(format!(
             "refusing to serve the console on {addr}, which is not a loopback address, without TLS: give --tls-cert and --tls-key \
              (or --allow-plaintext behind a TLS-terminating proxy), or use a loopback --console-addr"
-        );
+        )));
     }
     if access.admin_token.is_none() && access.caller_token.is_none() {
-        anyhow::bail!(
+        return Err(ServeError::Refused(format!(
             "refusing to serve the console on {addr}, which is not a loopback address, without a login: configure a caller or admin \
              token (--caller-token-file / CPC_CALLER_TOKEN, --admin-token-file / CPC_ADMIN_TOKEN); people sign in with it"
-        );
+        )));
     }
     Ok(())
 }
@@ -225,19 +226,18 @@ pub async fn api_auth(State(security): State<Arc<Security>>, request: Request, n
 
 /// rustls' server configuration from the server's PEM certificate chain and key (no client
 /// certificates: people sign in with a token).
-pub fn tls_config(tls: &TlsSettings) -> anyhow::Result<tokio_rustls::rustls::ServerConfig> {
-    use anyhow::Context as _;
+pub fn tls_config(tls: &TlsSettings) -> Result<tokio_rustls::rustls::ServerConfig, ServeError> {
     use tokio_rustls::rustls;
     use tokio_rustls::rustls::pki_types::pem::PemObject;
     use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
-    let certs = CertificateDer::pem_slice_iter(&tls.cert_pem).collect::<Result<Vec<_>, _>>().context("reading the TLS certificate chain")?;
-    let key = PrivateKeyDer::from_pem_slice(&tls.key_pem).context("reading the TLS private key")?;
+    let certs = CertificateDer::pem_slice_iter(&tls.cert_pem).collect::<Result<Vec<_>, _>>().map_err(|e| ServeError::failed("reading the TLS certificate chain", e))?;
+    let key = PrivateKeyDer::from_pem_slice(&tls.key_pem).map_err(|e| ServeError::failed("reading the TLS private key", e))?;
     let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
         .with_safe_default_protocol_versions()
-        .context("TLS protocol versions")?
+        .map_err(|e| ServeError::failed("TLS protocol versions", e))?
         .with_no_client_auth()
         .with_single_cert(certs, key)
-        .context("the TLS certificate and key do not match")?;
+        .map_err(|e| ServeError::failed("the TLS certificate and key do not match", e))?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(config)
 }
