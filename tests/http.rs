@@ -262,6 +262,7 @@ async fn admissibility_echoes_each_ground_in_the_complainants_words_numbered_fro
     assert!(html.contains("What the panel may recommend"));
     assert!(html.contains("Solution sought: not given."), "what is missing is listed");
     assert!(html.contains("Complainant</dt><dd>Parent"));
+    assert_eq!(html.matches("class=\"outcome outcome-").count(), 1, "the outcome is said once, at the top: {html}");
 }
 
 #[tokio::test]

@@ -214,13 +214,21 @@ pub fn decide_index(list: &[(String, String, Vec<(String, String)>)]) -> Markup 
 
 /// A decision, as a person reads it.
 pub fn decision(d: &json::Decision, heading_level_2: bool, title: &str) -> Markup {
+    decision_parts(d, heading_level_2, title, true)
+}
+
+/// A decision, with or without its outcome box (a page that has already shown the outcome, such
+/// as the admissibility record, leaves it out rather than saying it twice).
+fn decision_parts(d: &json::Decision, heading_level_2: bool, title: &str, with_outcome: bool) -> Markup {
     let assumed = d.reasons.iter().filter(|r| r.citation.assumption).count();
     html! {
         section class="decision" aria-labelledby="decision-title" {
             @if heading_level_2 { h2 id="decision-title" { (title) } } @else { h1 id="decision-title" { (title) } }
-            div class=(format!("outcome outcome-{}", d.outcome)) {
-                p class="outcome-label" { "Outcome: " strong { (humanize(&d.outcome)) } }
-                p class="summary" { (d.summary) }
+            @if with_outcome {
+                div class=(format!("outcome outcome-{}", d.outcome)) {
+                    p class="outcome-label" { "Outcome: " strong { (humanize(&d.outcome)) } }
+                    p class="summary" { (d.summary) }
+                }
             }
             @if !d.as_of_defaulted.is_empty() {
                 p class="note" { "No assessment date was given, so today's date (" (d.as_of_defaulted) ") was used." }
@@ -333,8 +341,9 @@ pub fn admissibility_result(partnership: &str, complainant: &str, grounds: &[Gro
 }
 
 fn decision_reasons_and_actions(d: &json::Decision) -> Markup {
-    // The reasons and actions as on any decision, under the admissibility record's headings.
-    html! { div class="record-decision" { (decision(d, true, "Reasons and next steps")) } }
+    // The reasons and actions as on any decision, under the admissibility record's headings;
+    // the outcome is already at the top of the record.
+    html! { div class="record-decision" { (decision_parts(d, true, "Reasons and next steps", false)) } }
 }
 
 /// The comparison table.
