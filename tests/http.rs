@@ -340,3 +340,28 @@ async fn serve_all_runs_the_console_beside_grpc() {
     let _ = tx.send(());
     tokio::time::timeout(Duration::from_secs(15), server).await.expect("stops").expect("joins").expect("serves");
 }
+
+#[tokio::test]
+async fn posts_beyond_the_rate_limits_get_429_with_retry_after() {
+    use cpc_rules::grpc::limits::{RateLimit, SharedBucket};
+    use cpc_rules::http::limits::HttpLimits;
+    let limits = HttpLimits::new(RateLimit::per_second(1000).map(|l| Arc::new(SharedBucket::new(l))), Some(RateLimit { per_second: 1, burst: 2 }));
+    let (base, _stop) = start(ConsoleConfig { limits: Arc::new(limits), ..ConsoleConfig::default() }).await;
+    let http = client();
+    let facts = json!({"role": "parent", "session": "whole", "wishes_to_give_views": true, "intends_to_attend": false});
+    let url = format!("{base}/v1/partnerships/york/decisions/attendance");
+    for _ in 0..2 {
+        assert_eq!(http.post(&url).json(&facts).send().await.expect("decide").status(), StatusCode::OK);
+    }
+    let r = http.post(&url).json(&facts).send().await.expect("decide");
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(r.headers().get("retry-after").is_some(), "Retry-After is set");
+    let body: Value = r.json().await.expect("json");
+    assert_eq!(body["error"]["status"], "RESOURCE_EXHAUSTED", "{body}");
+    // Reading pages is not limited.
+    assert_eq!(http.get(format!("{base}/v1/partnerships")).send().await.expect("list").status(), StatusCode::OK);
+    // A console form over the limit gets a page, not JSON.
+    let r = http.post(format!("{base}/decide/york/attendance")).form(&[("role", "parent")]).send().await.expect("form");
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(r.text().await.expect("html").contains("Too many requests"));
+}

@@ -50,8 +50,8 @@ const CONCURRENCY_RETRY: Duration = Duration::from_millis(50);
 pub struct GuardConfig {
     /// Who may call what.
     pub policy: AccessPolicy,
-    /// The server-wide rate limit.
-    pub global_rate: Option<SharedBucket>,
+    /// The server-wide rate limit (shared with the HTTP port).
+    pub global_rate: Option<Arc<SharedBucket>>,
     /// Longest any call may take (a shorter `grpc-timeout` wins).
     pub request_timeout: Duration,
     /// Where the answers are counted.

@@ -265,9 +265,10 @@ pub async fn serve_all(
         },
     );
 
+    let global_rate = options.rate_limit.map(|l| Arc::new(SharedBucket::new(l)));
     let guard = GuardLayer::new(GuardConfig {
         policy: options.access.clone(),
-        global_rate: options.rate_limit.map(SharedBucket::new),
+        global_rate: global_rate.clone(),
         request_timeout: options.request_timeout,
         metrics: Arc::clone(&metrics),
         admission: Some(admission),
@@ -316,6 +317,7 @@ pub async fn serve_all(
             access: options.access.clone(),
             request_timeout: options.request_timeout,
             max_request_bytes: options.max_request_bytes,
+            limits: Arc::new(crate::http::limits::HttpLimits::new(global_rate, options.rate_limit_per_connection)),
             ..crate::http::ConsoleConfig::default()
         };
         tokio::spawn(crate::http::serve(l, console_decider, config, async move {

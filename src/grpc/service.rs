@@ -80,6 +80,11 @@ impl Decider {
         &self.store
     }
 
+    /// Where this decider's calls are counted.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
     /// Waits for a script slot in the partnership's queue, within the queue's bounds and the
     /// call's deadline ([`Admission::acquire`]).
     async fn slot(&self, partnership: &str, deadline: Option<Deadline>) -> Result<Permit, Status> {

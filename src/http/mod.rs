@@ -15,6 +15,7 @@
 pub mod errors;
 pub mod forms;
 pub mod json;
+pub mod limits;
 pub mod lookup;
 pub mod openapi;
 pub mod pages;
@@ -71,6 +72,8 @@ pub struct ConsoleConfig {
     pub max_request_bytes: usize,
     /// Where decisions are looked up by id.
     pub lookup: Arc<dyn DecisionLookup>,
+    /// Rate limits on `POST`s: the gRPC port's server-wide bucket and a per-client limit.
+    pub limits: Arc<limits::HttpLimits>,
 }
 
 impl Default for ConsoleConfig {
@@ -82,6 +85,7 @@ impl Default for ConsoleConfig {
             request_timeout: Duration::from_secs(10),
             max_request_bytes: 1024 * 1024,
             lookup: Arc::new(NoRecord),
+            limits: Arc::new(limits::HttpLimits::default()),
         }
     }
 }
@@ -93,6 +97,7 @@ struct Console {
     security: Arc<Security>,
     lookup: Arc<dyn DecisionLookup>,
     request_timeout: Duration,
+    limits: Arc<limits::HttpLimits>,
 }
 
 type St = Arc<Console>;
@@ -106,7 +111,7 @@ pub fn router(decider: Decider, config: &ConsoleConfig, local: SocketAddr) -> Ro
         secure_cookies: config.tls.is_some() || off_loopback,
         sessions: Arc::new(Sessions::default()),
     });
-    let state: St = Arc::new(Console { decider, security: Arc::clone(&security), lookup: Arc::clone(&config.lookup), request_timeout: config.request_timeout });
+    let state: St = Arc::new(Console { decider, security: Arc::clone(&security), lookup: Arc::clone(&config.lookup), request_timeout: config.request_timeout, limits: Arc::clone(&config.limits) });
 
     let console = Router::new()
         .route("/", get(partnerships_page))
@@ -133,9 +138,33 @@ pub fn router(decider: Decider, config: &ConsoleConfig, local: SocketAddr) -> Ro
         .merge(api)
         .merge(console)
         .layer(DefaultBodyLimit::max(config.max_request_bytes))
+        .layer(middleware::from_fn_with_state(Arc::clone(&state), rate_limit))
         .layer(middleware::from_fn(access_log))
         .layer(middleware::from_fn(security::headers))
         .with_state(state)
+}
+
+/// Refuses a `POST` over the rate limits ([`limits`]) with 429 and `Retry-After`: JSON on the
+/// API, a page in the console.
+async fn rate_limit(State(c): State<St>, request: Request, next: Next) -> Response {
+    let Err((why, wait)) = c.limits.check(&request) else {
+        return next.run(request).await;
+    };
+    c.decider.metrics().shed(why.reason());
+    let error = ApiError::from(crate::grpc::status::overloaded(why, wait));
+    if request.uri().path().starts_with("/v1/") {
+        return error.into_response();
+    }
+    let mut page = c.status_page(
+        StatusCode::TOO_MANY_REQUESTS,
+        "Too many requests",
+        &format!("The server is receiving more requests than it takes. Nothing was decided or changed. Wait {} second(s) and send the form again.", wait.as_secs().max(1)),
+        None,
+    );
+    if let Ok(v) = HeaderValue::from_str(&wait.as_secs().max(1).to_string()) {
+        page.headers_mut().insert(header::RETRY_AFTER, v);
+    }
+    page
 }
 
 /// One line per request: method, route template, status, latency. Never the body or query.
@@ -156,10 +185,10 @@ pub async fn serve(listener: tokio::net::TcpListener, decider: Decider, config: 
     let app = router(decider, &config, local);
     tracing::info!(addr = %local, tls = config.tls.is_some(), "console and JSON API listening");
     match &config.tls {
-        None => axum::serve(listener, app).with_graceful_shutdown(shutdown).await.map_err(|e| ServeError::failed("the console failed", e))?,
+        None => axum::serve(listener, app.into_make_service_with_connect_info::<limits::PeerAddr>()).with_graceful_shutdown(shutdown).await.map_err(|e| ServeError::failed("the console failed", e))?,
         Some(tls) => {
             let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(security::tls_config(tls)?));
-            axum::serve(TlsListener::new(listener, acceptor), app).with_graceful_shutdown(shutdown).await.map_err(|e| ServeError::failed("the console failed", e))?;
+            axum::serve(TlsListener::new(listener, acceptor), app.into_make_service_with_connect_info::<limits::PeerAddr>()).with_graceful_shutdown(shutdown).await.map_err(|e| ServeError::failed("the console failed", e))?;
         }
     }
     tracing::info!("console stopped");
@@ -208,6 +237,12 @@ impl TlsListener {
 impl Drop for TlsListener {
     fn drop(&mut self) {
         self._accept.abort();
+    }
+}
+
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, TlsListener>> for limits::PeerAddr {
+    fn connect_info(stream: axum::serve::IncomingStream<'_, TlsListener>) -> Self {
+        limits::PeerAddr(*stream.remote_addr())
     }
 }
 
