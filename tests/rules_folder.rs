@@ -107,6 +107,13 @@ async fn symlinks_outside_the_folder_are_not_followed_and_hot_reload_stays_on() 
     let real_root = std::fs::canonicalize(&root).expect("canonical");
     let watched = handle.watched();
     assert!(watched.len() <= 6 && watched.iter().all(|p| p.starts_with(&real_root)), "{watched:?} after {:?}", started.elapsed());
+    let report = store.reload(&[]);
+    assert!(
+        report.skipped.iter().any(|s| s.starts_with("everything:") && s.contains("outside the rules folder"))
+            && report.skipped.iter().any(|s| s.starts_with("usr:")),
+        "the reload report says what it skipped: {:?}",
+        report.skipped
+    );
 
     let rev = revision(&store);
     let script = root.join("york/child_invitation.rhai");

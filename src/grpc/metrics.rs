@@ -345,6 +345,7 @@ mod tests {
             swapped: vec![("york".into(), "abc".into())],
             unchanged: vec!["barnsley".into()],
             refused: vec![Refusal { partnership: "norfolk".into(), diagnostics: vec![], failed_cases: vec![] }],
+            skipped: vec![],
         });
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &m.registry).unwrap();

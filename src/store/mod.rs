@@ -119,6 +119,9 @@ pub struct ReloadReport {
     pub unchanged: Vec<String>,
     /// Partnerships whose new sources were refused.
     pub refused: Vec<Refusal>,
+    /// Top-level entries of the rules folder neither loaded nor watched, each with why (a
+    /// symlink leading outside the folder, say).
+    pub skipped: Vec<String>,
 }
 
 /// A function told of every reload's report, whatever triggered it (the file watcher, SIGHUP or
@@ -250,8 +253,9 @@ impl RuleStore {
     /// one that compiles, checks and passes its cases. A refused one keeps its old set.
     pub fn reload(&self, only: &[String]) -> ReloadReport {
         let _guard = self.reload_lock.lock().unwrap_or_else(|p| p.into_inner());
-        let ids = if only.is_empty() { partnership_ids(&self.root).unwrap_or_default() } else { only.to_vec() };
-        let mut report = ReloadReport { swapped: Vec::new(), unchanged: Vec::new(), refused: Vec::new() };
+        let scan = source::scan(&self.root).unwrap_or_default();
+        let ids = if only.is_empty() { scan.ids } else { only.to_vec() };
+        let mut report = ReloadReport { swapped: Vec::new(), unchanged: Vec::new(), refused: Vec::new(), skipped: scan.skipped };
         for id in ids {
             let b = build(&self.root, &id, &self.limits);
             let current = self.get(&id);

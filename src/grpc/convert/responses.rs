@@ -100,6 +100,7 @@ impl From<ReloadReport> for pb::ReloadRulesResponse {
         pb::ReloadRulesResponse {
             swapped: r.swapped.into_iter().map(|(id, revision)| pb::SwappedPartnership { id, revision }).collect(),
             unchanged: r.unchanged,
+            skipped: r.skipped,
             refused: r
                 .refused
                 .into_iter()
