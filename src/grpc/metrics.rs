@@ -153,6 +153,7 @@ pub struct Metrics {
     pub reloads: Family<ReloadLabels, Counter>,
     revision: Family<RevisionLabels, Gauge>,
     refused: Family<PartnershipLabels, Gauge>,
+    watch_failed: Gauge,
 }
 
 impl Default for Metrics {
@@ -189,6 +190,8 @@ impl Metrics {
         registry.register("rules_revision_info", "The live rule-set revision of each partnership (value 1)", revision.clone());
         let refused = Family::<PartnershipLabels, Gauge>::default();
         registry.register("rules_last_reload_refused", "1 while a partnership's last reload was refused and an older revision serves", refused.clone());
+        let watch_failed = Gauge::default();
+        registry.register("rules_watch_failed", "1 while the rules folder watcher has failed: edits are not picked up until SIGHUP or ReloadRules", watch_failed.clone());
         Metrics {
             registry,
             decisions,
@@ -203,6 +206,7 @@ impl Metrics {
             reloads,
             revision,
             refused,
+            watch_failed,
         }
     }
 
@@ -241,6 +245,7 @@ impl Metrics {
     fn refresh(&self, store: &RuleStore) {
         self.revision.clear();
         self.refused.clear();
+        self.watch_failed.set(i64::from(store.watch_problem().is_some()));
         for p in store.partnerships() {
             self.revision.get_or_create(&RevisionLabels { partnership: p.id.clone(), revision: p.revision.clone() }).set(1);
             self.refused.get_or_create(&PartnershipLabels { partnership: p.id }).set(i64::from(p.last_failure.is_some()));

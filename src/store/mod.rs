@@ -136,6 +136,7 @@ pub struct RuleStore {
     failures: Mutex<BTreeMap<String, ReloadFailure>>,
     reload_lock: Mutex<()>,
     observers: Mutex<Vec<ReloadObserver>>,
+    watch_problem: Mutex<Option<String>>,
 }
 
 impl std::fmt::Debug for RuleStore {
@@ -184,7 +185,18 @@ impl RuleStore {
                 failed_cases: Vec::new(),
             }]);
         }
-        Ok(RuleStore { root, limits, sets: ArcSwap::from_pointee(sets), failures: Mutex::new(BTreeMap::new()), reload_lock: Mutex::new(()), observers: Mutex::new(Vec::new()) })
+        Ok(RuleStore { root, limits, sets: ArcSwap::from_pointee(sets), failures: Mutex::new(BTreeMap::new()), reload_lock: Mutex::new(()), observers: Mutex::new(Vec::new()), watch_problem: Mutex::new(None) })
+    }
+
+    /// Records that the folder watcher has stopped working (`Some(why)`) or works again
+    /// (`None`), so the metrics can say so: hot reload is never silently off.
+    pub fn set_watch_problem(&self, problem: Option<String>) {
+        *self.watch_problem.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = problem;
+    }
+
+    /// Why the folder watcher is not working, if it is not.
+    pub fn watch_problem(&self) -> Option<String> {
+        self.watch_problem.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
     }
 
     /// The rules folder.

@@ -152,6 +152,7 @@ pub fn spawn(store: Arc<RuleStore>, debounce: Duration) -> notify::Result<WatchH
     let root = store.root().to_path_buf();
     let real_root = resolved_root(&root);
     let (tx, mut rx) = mpsc::unbounded_channel::<PathBuf>();
+    let problem_store = Arc::downgrade(&store);
     let watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| match res {
         Ok(event) => {
             if event.kind.is_access() {
@@ -161,7 +162,12 @@ pub fn spawn(store: Arc<RuleStore>, debounce: Duration) -> notify::Result<WatchH
                 let _ = tx.send(p);
             }
         }
-        Err(e) => tracing::error!(error = %e, "rules folder watcher error; reload with SIGHUP or ReloadRules"),
+        Err(e) => {
+            tracing::error!(error = %e, "rules folder watcher error; reload with SIGHUP or ReloadRules");
+            if let Some(store) = problem_store.upgrade() {
+                store.set_watch_problem(Some(format!("the rules folder watcher failed: {e}")));
+            }
+        }
     })?;
     let watcher = Arc::new(Mutex::new(watcher));
     let mut folders = BTreeMap::new();
@@ -179,8 +185,12 @@ pub fn spawn(store: Arc<RuleStore>, debounce: Duration) -> notify::Result<WatchH
             // Anything at the top level may have moved a folder (or swapped them all): resolve
             // the watches again.
             if paths.iter().any(|p| p.parent() == Some(real_root.as_path())) {
-                if let Err(e) = rewatch(&task_watcher, &mut folders, folders_to_watch(&root), &real_root) {
-                    tracing::error!(error = %e, "cannot watch the rules folder any more; reload with SIGHUP or ReloadRules");
+                match rewatch(&task_watcher, &mut folders, folders_to_watch(&root), &real_root) {
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot watch the rules folder any more; reload with SIGHUP or ReloadRules");
+                        store.set_watch_problem(Some(format!("cannot watch the rules folder any more: {e}")));
+                    }
+                    Ok(()) => store.set_watch_problem(None),
                 }
                 if let Ok(mut w) = task_watched.lock() {
                     *w = folders.keys().cloned().collect();

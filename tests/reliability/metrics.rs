@@ -42,11 +42,16 @@ async fn metrics_are_scraped_over_http() {
         r#"cpc_rules_last_reload_refused{partnership="good"} 1"#.to_string(),
         r#"cpc_rules_last_reload_refused{partnership="hostile"} 0"#.to_string(),
         "cpc_connections_open ".to_string(),
+        "cpc_rules_watch_failed 0".to_string(),
         "# EOF".to_string(),
     ] {
         assert!(text.contains(&expected), "missing `{expected}` in:\n{text}");
     }
     assert!(!text.contains("CASE-0001"), "no case reference in metrics");
+    // A watcher that stops working shows in the metrics: hot reload is never silently off.
+    server.store.set_watch_problem(Some("inotify queue overflow".into()));
+    let (_, text) = scrape(&server, "/metrics").await;
+    assert!(text.contains("cpc_rules_watch_failed 1"), "{text}");
     let (status_line, _) = scrape(&server, "/other").await;
     assert!(status_line.contains("404"), "{status_line}");
 }
