@@ -237,7 +237,7 @@ fn check_points_a_syntax_error_to_the_fix() {
     let o = run(&["check", "--rules", &rules, "york"], None);
     let out = text(&o);
     assert_eq!(o.status.code(), Some(1), "{out}");
-    assert!(out.contains("shared/child_invitation.rhai:33:41") && out.contains("write `||` instead of `or`"), "{out}");
+    assert!(out.contains("shared/child_invitation.rhai:39:41") && out.contains("write `||` instead of `or`"), "{out}");
 }
 
 #[test]
