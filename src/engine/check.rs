@@ -46,6 +46,9 @@ pub(super) struct Checker<'a> {
     pub(super) actions: &'a ActionCatalogue,
     pub(super) documents: &'a [crate::model::GuidanceDocument],
     pub(super) partnership: &'a str,
+    /// The facts each shared function reads, itself or through the shared functions it calls
+    /// ([`shared_fact_reads`]): a script that calls one reads them too.
+    pub(super) shared_reads: &'a BTreeMap<String, BTreeSet<String>>,
 }
 
 /// The topic segment a rule id of each built-in kind may use (`york.plan.first-review`); a
@@ -62,12 +65,14 @@ impl Checker<'_> {
         ast.walk(&mut |path: &[ASTNode]| {
             match path.last() {
                 Some(ASTNode::Expr(Expr::FnCall(call, pos))) if call.namespace.is_empty() => {
+                    self.add_shared_reads(call.name.as_str(), &mut reads);
                     if call.op_token.is_none() {
                         self.check_call(call.name.as_str(), &call.args, *pos, &local_fns, diags);
                     }
                     self.check_comparison(call.name.as_str(), &call.args, &consts, &aliases, diags);
                 }
                 Some(ASTNode::Stmt(Stmt::FnCall(call, pos))) if call.op_token.is_none() && call.namespace.is_empty() => {
+                    self.add_shared_reads(call.name.as_str(), &mut reads);
                     self.check_call(call.name.as_str(), &call.args, *pos, &local_fns, diags);
                 }
                 Some(ASTNode::Expr(Expr::MethodCall(call, pos))) => {
@@ -217,6 +222,13 @@ impl Checker<'_> {
     }
 
     /// Whether `name` is a fact of the kind; reports it when not.
+    /// The facts of this kind that the shared function `name` reads, if it is one.
+    fn add_shared_reads(&self, name: &str, reads: &mut BTreeSet<String>) {
+        if let Some(facts) = self.shared_reads.get(name) {
+            reads.extend(facts.iter().filter(|f| self.schema.fact(f).is_some()).cloned());
+        }
+    }
+
     fn check_fact(&self, name: &str, pos: Position, diags: &mut Vec<Diagnostic>) -> bool {
         if self.schema.fact(name).is_some() {
             return true;
@@ -340,6 +352,63 @@ impl Checker<'_> {
 }
 
 /// `facts.<name>…` → the fact's name and position.
+/// The facts each shared function reads (`facts.x` or `facts["x"]` in its body), together with
+/// those read by the shared functions it calls, however deep. A kind's script that calls a shared
+/// function reads them too, so the table of the facts each call needs stays right when a
+/// decision tree lives in `shared/`.
+pub(super) fn shared_fact_reads<'a>(asts: impl IntoIterator<Item = &'a AST>) -> BTreeMap<String, BTreeSet<String>> {
+    let mut direct: BTreeMap<String, (BTreeSet<String>, BTreeSet<String>)> = BTreeMap::new();
+    for ast in asts {
+        for f in ast.iter_fn_def() {
+            // Each function walked alone (rhai's `clone_functions_only_filtered` does not filter
+            // into an empty module, so it cannot be used for this).
+            let mut module = rhai::Module::new();
+            module.set_script_fn(f.clone());
+            let only = AST::new(Vec::new(), module);
+            let (reads, calls) = direct.entry(f.name.to_string()).or_default();
+            only.walk(&mut |path: &[ASTNode]| {
+                match path.last() {
+                    Some(ASTNode::Expr(Expr::Dot(bin, _, _))) => {
+                        if let Some((fact, _)) = fact_of(&bin.lhs, &bin.rhs) {
+                            reads.insert(fact);
+                        }
+                    }
+                    Some(ASTNode::Expr(Expr::Index(bin, _, _))) => {
+                        if let (Expr::Variable(v, _, _), Expr::StringConstant(s, _)) = (&bin.lhs, &bin.rhs) {
+                            if v.1.as_str() == "facts" {
+                                reads.insert(s.to_string());
+                            }
+                        }
+                    }
+                    Some(ASTNode::Expr(Expr::FnCall(call, _))) => {
+                        calls.insert(call.name.to_string());
+                    }
+                    Some(ASTNode::Stmt(Stmt::FnCall(call, _))) => {
+                        calls.insert(call.name.to_string());
+                    }
+                    _ => {}
+                }
+                true
+            });
+        }
+    }
+    direct
+        .keys()
+        .map(|name| {
+            let (mut seen, mut stack, mut reads) = (BTreeSet::new(), vec![name.as_str()], BTreeSet::new());
+            while let Some(n) = stack.pop() {
+                if seen.insert(n) {
+                    if let Some((r, c)) = direct.get(n) {
+                        reads.extend(r.iter().cloned());
+                        stack.extend(c.iter().map(String::as_str));
+                    }
+                }
+            }
+            (name.clone(), reads)
+        })
+        .collect()
+}
+
 fn fact_of(lhs: &Expr, rhs: &Expr) -> Option<(String, Position)> {
     let Expr::Variable(v, _, _) = lhs else { return None };
     if v.1.as_str() != "facts" {

@@ -154,6 +154,7 @@ impl RuleSet {
             }
         }
 
+        let shared_reads = super::check::shared_fact_reads(shared_asts.iter().map(|(_, ast)| ast));
         let mut known_fns: BTreeSet<String> =
             engine.gen_fn_signatures(true).into_iter().filter_map(|s| s.split('(').next().map(|n| n.trim().to_string())).collect();
         known_fns.extend(shared_fns);
@@ -176,7 +177,7 @@ impl RuleSet {
             match engine.compile_with_scope(&compile_scope, &file.text) {
                 Ok(mut ast) => {
                     ast.set_source(file.path.as_str());
-                    let checker = Checker { file, schema: &schema, known_fns: &known_fns, sections: &sections, actions: &actions, documents: &meta.documents, partnership: &meta.id };
+                    let checker = Checker { file, schema: &schema, known_fns: &known_fns, sections: &sections, actions: &actions, documents: &meta.documents, partnership: &meta.id, shared_reads: &shared_reads };
                     let before = diags.len();
                     let reads = checker.check(&ast, &mut diags);
                     diags.extend(super::sandbox::check_ast(file, &ast));

@@ -335,3 +335,17 @@ decide("exclude", "Yes.", [reason("t.exclusion.a", "Section A", "Because.")], []
     let codes: Vec<(&str, Option<usize>)> = d.iter().map(|d| (d.code, d.location.line)).collect();
     assert_eq!(codes, [("unknown-code", Some(3)), ("unknown-code", Some(4))], "{d:#?}");
 }
+
+#[test]
+fn facts_read_by_shared_functions_count_for_their_callers_however_deep() {
+    let engine = rhai::Engine::new_raw();
+    let ast = engine
+        .compile(r#"fn a(facts) { facts.x } fn b(facts) { a(facts) + facts["y"] } fn c(facts) { b(facts) } fn d(n) { n + 1 }"#)
+        .expect("compiles");
+    let reads = super::check::shared_fact_reads([&ast]);
+    let names = |f: &str| reads[f].iter().cloned().collect::<Vec<_>>();
+    assert_eq!(names("a"), ["x"]);
+    assert_eq!(names("b"), ["x", "y"]);
+    assert_eq!(names("c"), ["x", "y"], "through b and a");
+    assert!(names("d").is_empty());
+}
