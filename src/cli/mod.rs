@@ -222,6 +222,10 @@ struct ServeArgs {
     /// (several replicas), or `off`. Every decision is recorded before it is returned.
     #[arg(long, env = "CPC_RECORD", default_value = cpc_rules::record::DEFAULT_SQLITE, help_heading = "Decision record")]
     record: String,
+    /// File holding the record's target (a `postgres://…` URL with its password), instead of
+    /// --record: keeps the password out of the process's arguments and environment.
+    #[arg(long, env = "CPC_RECORD_URL_FILE", help_heading = "Decision record")]
+    record_url_file: Option<PathBuf>,
     /// File holding the key case_refs are hashed with (HMAC-SHA256). Default for SQLite:
     /// `<record file>.key`, created (mode 0600) on first start; PostgreSQL needs one, shared by every replica.
     #[arg(long, env = "CPC_RECORD_KEY_FILE", help_heading = "Decision record")]
@@ -716,7 +720,11 @@ fn serve(args: ServeArgs) -> u8 {
 /// daily retention purge.
 fn open_record(args: &ServeArgs) -> Result<Option<Arc<cpc_rules::record::Record>>, String> {
     use cpc_rules::record::{FailurePolicy, Record, RecordConfig, Target};
-    let Some(target) = Target::parse(&args.record) else {
+    let given = match &args.record_url_file {
+        Some(f) => std::fs::read_to_string(f).map_err(|e| format!("cannot read --record-url-file {}: {e}", f.display()))?,
+        None => args.record.clone(),
+    };
+    let Some(target) = Target::parse(&given) else {
         tracing::warn!("--record off: decisions are not recorded; they cannot be looked up or replayed later");
         return Ok(None);
     };
