@@ -18,10 +18,10 @@ use super::{OK, RULE_PROBLEMS, USAGE};
 #[derive(clap::Args, Clone, Debug)]
 pub struct RecordArg {
     /// The decision record: a SQLite file, or a `postgres://…` URL.
-    #[arg(long = "record", env = "CPC_RECORD", default_value = record::DEFAULT_SQLITE)]
+    #[arg(long = "record", env = "CPC_RECORD", default_value = record::DEFAULT_SQLITE, global = true)]
     pub target: String,
     /// File holding the case_ref key (default for SQLite: `<record file>.key`).
-    #[arg(long = "record-key-file", env = "CPC_RECORD_KEY_FILE")]
+    #[arg(long = "record-key-file", env = "CPC_RECORD_KEY_FILE", global = true)]
     pub key_file: Option<PathBuf>,
 }
 
