@@ -84,6 +84,7 @@ async fn sqlite_record_round_trip_replay_revisions_and_refusals() {
     assert_eq!(d.outcome, "invite");
     assert_eq!(d.rules_revision, first.rules_revision);
     assert_eq!(d.reasons, first.reasons);
+    assert_eq!(d.decided_at, first.decided_at, "the caller's time and the record's agree");
     assert_eq!(got.caller, "caller-token");
     assert!(got.has_case_ref);
     assert!(got.facts.expect("facts").fields.contains_key("age"));

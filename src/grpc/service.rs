@@ -196,7 +196,8 @@ impl Decider {
         let latency_ms = elapsed.as_secs_f64() * 1000.0;
         match joined {
             Ok(Ok(decision)) => {
-                let issued = IssuedDecision::stamp(decision, crate::clock::now());
+                // Microseconds: what the record keeps, so the caller's time and the record's agree.
+                let issued = IssuedDecision::stamp(decision, chrono::SubsecRound::trunc_subsecs(crate::clock::now(), 6));
                 if let (Some(record), Some(facts)) = (&self.record, recorded_facts) {
                     let entry = DecisionRecord {
                         decision_id: issued.decision_id.clone(),

@@ -338,6 +338,9 @@ impl std::fmt::Debug for Db {
     }
 }
 
+/// Most decisions one `INSERT` statement carries.
+const ROWS_PER_INSERT: usize = 64;
+
 const COLUMNS: &str = "decision_id, decided_at, today, facts, decision, caller, case_ref_hash";
 
 fn row_to_record(row: &[Val]) -> Result<DecisionRecord, RecordError> {
@@ -412,12 +415,16 @@ impl Db {
     /// Inserts decisions and adds refusal counts (inside the caller's transaction). A decision
     /// already recorded (same id) is left as it is.
     pub fn insert(&mut self, records: &[&DecisionRecord], refusals: &[(RefusalKey, u64)]) -> Result<(), RecordError> {
-        for r in records {
-            let d = &r.decision;
-            self.sql.execute(
-                "INSERT INTO decisions (decision_id, partnership, kind, outcome, revision, decided_at, today, case_ref_hash, caller, facts, decision) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT (decision_id) DO NOTHING",
-                &[
+        // Multi-row inserts, up to ROWS_PER_INSERT rows a statement: one round trip for many
+        // decisions (PostgreSQL), one statement to step (SQLite).
+        for chunk in records.chunks(ROWS_PER_INSERT) {
+            let mut params = Vec::with_capacity(chunk.len() * 11);
+            let mut rows = Vec::with_capacity(chunk.len());
+            for r in chunk {
+                let d = &r.decision;
+                let first = params.len() + 1;
+                rows.push(format!("({})", (first..first + 11).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")));
+                params.extend([
                     Val::text(&r.decision_id),
                     Val::text(&d.partnership),
                     Val::text(&d.kind),
@@ -429,7 +436,15 @@ impl Db {
                     Val::text(&r.caller),
                     Val::text(r.facts.to_string()),
                     Val::text(serde_json::to_string(d).map_err(unavailable)?),
-                ],
+                ]);
+            }
+            self.sql.execute(
+                &format!(
+                    "INSERT INTO decisions (decision_id, partnership, kind, outcome, revision, decided_at, today, case_ref_hash, caller, facts, decision) \
+                     VALUES {} ON CONFLICT (decision_id) DO NOTHING",
+                    rows.join(", ")
+                ),
+                &params,
             )?;
         }
         for (k, n) in refusals {
@@ -577,5 +592,65 @@ mod tests {
         let page = db.list(&Filter::default(), 10, None).expect("list");
         assert!(page.records.is_empty() && page.next.is_none());
         assert!(matches!(db.list(&Filter::default(), 10, Some("garbage")), Err(RecordError::InvalidArgument(_))));
+    }
+
+    fn record(id: &str, outcome: &str, at: DateTime<Utc>) -> DecisionRecord {
+        DecisionRecord {
+            decision_id: id.into(),
+            decided_at: at,
+            today: at.date_naive(),
+            facts: serde_json::json!({"age": 14}),
+            decision: crate::model::Decision {
+                partnership: "york".into(),
+                kind: "child_invitation".into(),
+                outcome: outcome.into(),
+                summary: "s".into(),
+                reasons: Vec::new(),
+                actions: Vec::new(),
+                rules_revision: "r1".into(),
+                as_of_defaulted: None,
+                details: Default::default(),
+            },
+            caller: "anonymous".into(),
+            case_ref_hash: Some("h".into()),
+        }
+    }
+
+    #[test]
+    fn sqlite_insert_get_list_page_and_purge() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let mut db = Db::open(&Target::Sqlite(dir.path().join("r.sqlite"))).expect("open");
+        let now = chrono::SubsecRound::trunc_subsecs(crate::clock::now(), 6);
+        let old = now - chrono::Duration::days(400);
+        let rows: Vec<DecisionRecord> = (0..130).map(|i| record(&format!("id-{i:03}"), if i % 2 == 0 { "invite" } else { "represent_views" }, now - chrono::Duration::seconds(i))).collect();
+        let refs: Vec<&DecisionRecord> = rows.iter().collect();
+        let refusal = RefusalKey { day: now.date_naive(), partnership: "york".into(), kind: "child_invitation".into(), code: "INVALID_ARGUMENT".into() };
+        db.transaction(|db| db.insert(&refs, &[(refusal.clone(), 2)])).expect("insert");
+        // The same ids again change nothing; refusal counts add up.
+        db.transaction(|db| db.insert(&refs[..3], &[(refusal.clone(), 1)])).expect("insert again");
+        let very_old = record("old", "invite", old);
+        db.transaction(|db| db.insert(&[&very_old], &[])).expect("insert old");
+        assert_eq!(db.all_ids().expect("ids").len(), 131);
+        assert_eq!(db.get("id-007").expect("get").expect("found"), rows[7]);
+        assert_eq!(db.refusals().expect("refusals"), vec![(refusal, 3)]);
+
+        let filter = Filter { outcome: Some("invite".into()), after: Some(now - chrono::Duration::days(1)), ..Filter::default() };
+        let mut seen = Vec::new();
+        let mut token = None;
+        loop {
+            let page = db.list(&filter, 20, token.as_deref()).expect("page");
+            seen.extend(page.records.iter().map(|r| r.decision_id.clone()));
+            match page.next {
+                Some(t) => token = Some(t),
+                None => break,
+            }
+        }
+        assert_eq!(seen.len(), 65, "every even one, once");
+        assert_eq!(seen[0], "id-000", "newest first");
+        assert_eq!(db.purge(now - chrono::Duration::days(365), false).expect("dry run"), (1, 0));
+        assert_eq!(db.all_ids().expect("ids").len(), 131, "a dry run deletes nothing");
+        db.purge(now - chrono::Duration::days(365), true).expect("purge");
+        assert!(db.get("old").expect("get").is_none());
+        assert_eq!(db.all_ids().expect("ids").len(), 130);
     }
 }
