@@ -108,6 +108,7 @@ impl RecordService for RecordApi {
 
     async fn replay_decision(&self, request: Request<pb::ReplayDecisionRequest>) -> Result<Response<pb::ReplayDecisionResponse>, Status> {
         let req = request.into_inner();
+        let id = req.decision_id.clone();
         let replay = self.run(move |r| r.replay(&req.decision_id, Some(&req.revision))).await?;
         let now = crate::clock::now();
         let identical = replay.identical();
@@ -115,7 +116,7 @@ impl RecordService for RecordApi {
             identical,
             differences: replay.differences,
             revision: replay.revision,
-            recorded: Some(IssuedDecision { decision_id: String::new(), decided_at: now, decision: replay.recorded }.into()),
+            recorded: Some(IssuedDecision { decision_id: id, decided_at: replay.decided_at, decision: replay.recorded }.into()),
             replayed: Some(IssuedDecision { decision_id: String::new(), decided_at: now, decision: replay.replayed }.into()),
         }))
     }

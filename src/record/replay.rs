@@ -22,6 +22,8 @@ pub const MAX_IMPACT: usize = 100_000;
 pub struct Replay {
     /// The revision replayed with.
     pub revision: String,
+    /// When the recorded decision was made.
+    pub decided_at: chrono::DateTime<chrono::Utc>,
     /// The decision as recorded.
     pub recorded: Decision,
     /// The decision made again.
@@ -54,7 +56,7 @@ pub fn decide(record: &DecisionRecord, set: &RuleSet) -> Result<Decision, Record
 pub fn replay(record: &DecisionRecord, set: &RuleSet) -> Result<Replay, RecordError> {
     let replayed = decide(record, set)?;
     let same_revision = set.revision() == record.decision.rules_revision;
-    Ok(Replay { revision: set.revision().to_string(), differences: differences(&record.decision, &replayed, same_revision), recorded: record.decision.clone(), replayed })
+    Ok(Replay { revision: set.revision().to_string(), decided_at: record.decided_at, differences: differences(&record.decision, &replayed, same_revision), recorded: record.decision.clone(), replayed })
 }
 
 fn date(d: Option<chrono::NaiveDate>) -> String {
