@@ -9,7 +9,9 @@
 //! - [`store`]: loading rule sets from disk, watching them, and swapping them atomically;
 //! - [`grpc`]: the tonic service, converting protobuf at the edge and mapping errors to status
 //!   in one place;
-//! - [`http`]: the web console and the JSON API on one HTTP port, through the same decider.
+//! - [`http`]: the web console and the JSON API on one HTTP port, through the same decider;
+//! - [`record`]: the decision record — every decision kept durably, the revision archive,
+//!   replay and the impact of a rule change on recorded decisions.
 
 pub mod calendar;
 pub mod clock;
@@ -21,6 +23,7 @@ pub mod engine;
 pub mod suggest;
 pub mod cases;
 pub mod store;
+pub mod record;
 pub mod grpc;
 pub mod http;
 pub mod telemetry;

@@ -7,8 +7,10 @@
 //! call per input) or another rules folder or git revision (compiled here).
 //!
 //! The two halves are traits so more can be plugged in: a [`FactSource`] yields the inputs to
-//! replay (today every test case and every scenario of `scenarios.toml`; the decision record,
-//! when it exists, becomes another source of recorded facts), and a [`Decider`] answers them.
+//! replay (every test case, every scenario of `scenarios.toml`, and with `--record` the real
+//! decisions recorded in the last `--days` days), and a [`Decider`] answers them. A recorded
+//! decision is compared with what was recorded (the decision the caller really got), so
+//! `--record` alone needs no server.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -44,6 +46,14 @@ pub struct ImpactArgs {
     /// Print JSON instead of text.
     #[arg(long)]
     json: bool,
+    /// Also replay the decisions recorded in this decision record (SQLite file or
+    /// `postgres://…`); alone (without --against), only those are compared, with what was
+    /// recorded.
+    #[arg(long, value_name = "SQLITE_OR_URL")]
+    record: Option<String>,
+    /// With --record: how many days of recorded decisions to replay.
+    #[arg(long, default_value_t = 30)]
+    days: u32,
 }
 
 /// One set of facts to replay through both rule sets.
@@ -63,6 +73,9 @@ pub struct Input {
     pub origin: String,
     /// What it is about.
     pub label: String,
+    /// For a recorded decision: the decision as recorded (the answer to compare with).
+    #[serde(skip)]
+    pub recorded: Option<Decision>,
 }
 
 /// Yields inputs to replay. Test cases and scenarios today; recorded decisions later.
@@ -89,6 +102,7 @@ impl FactSource for Cases<'_> {
                         source: "case",
                         origin: format!("{}:{}", c.file, c.line),
                         label: c.name,
+                        recorded: None,
                     });
                 }
             }
@@ -116,7 +130,39 @@ impl FactSource for Scenarios<'_> {
                     source: "scenario",
                     origin: "scenarios.toml".into(),
                     label: s.label.clone(),
+                    recorded: None,
                 })
+            })
+            .collect())
+    }
+}
+
+/// The decisions recorded in the last `days` days, with what was decided.
+pub struct Recorded<'a> {
+    /// The record (`serve --record`).
+    pub target: &'a str,
+    /// How many days back.
+    pub days: u32,
+}
+
+impl FactSource for Recorded<'_> {
+    fn inputs(&self, partnerships: &[String]) -> Result<Vec<Input>, String> {
+        let target = cpc_rules::record::Target::parse(self.target).ok_or("--record off: there is no record to replay")?;
+        let mut db = cpc_rules::record::Db::open(&target).map_err(|e| e.to_string())?;
+        let since = cpc_rules::clock::now() - chrono::Duration::days(i64::from(self.days));
+        let records = db.since(None, since, cpc_rules::record::replay::MAX_IMPACT).map_err(|e| e.to_string())?;
+        Ok(records
+            .into_iter()
+            .filter(|r| partnerships.contains(&r.decision.partnership))
+            .map(|r| Input {
+                partnership: r.decision.partnership.clone(),
+                kind: r.decision.kind.clone(),
+                facts: r.facts,
+                today: r.today,
+                source: "recorded",
+                origin: format!("decided {} with {}", r.decided_at.format("%Y-%m-%dT%H:%M:%SZ"), r.decision.rules_revision),
+                label: r.decision_id,
+                recorded: Some(r.decision),
             })
             .collect())
     }
@@ -347,6 +393,15 @@ fn with_today(set: Option<&RuleSet>, input: &mut Input) {
     }
 }
 
+/// No live rules: used when only recorded decisions are compared (each carries its answer).
+struct Nothing;
+
+impl Decider for Nothing {
+    fn decide(&mut self, _input: &Input) -> Answer {
+        Answer::NoPartnership
+    }
+}
+
 /// A git revision of the rules folder, checked out into a temporary folder.
 fn checkout(rules: &Path, rev: &str) -> Result<PathBuf, String> {
     let git = |args: &[&str]| -> Result<String, String> {
@@ -387,6 +442,7 @@ pub fn run(args: &ImpactArgs) -> u8 {
     };
     let mut temp = None;
     let (mut live, against): (Box<dyn Decider>, String) = match &args.against {
+        None if args.record.is_some() => (Box::new(Nothing), "what was recorded".to_string()),
         Some(a) if Path::new(a).is_dir() => {
             if let Some(p) = super::folder::problem(Path::new(a)) {
                 return super::usage(format!("--against: {p}"));
@@ -412,7 +468,15 @@ pub fn run(args: &ImpactArgs) -> u8 {
             return RULE_PROBLEMS;
         }
     }
-    let sources: [&dyn FactSource; 2] = [&Cases(root), &Scenarios(root)];
+    let recorded = args.record.as_deref().map(|target| Recorded { target, days: args.days });
+    let (cases_source, scenarios_source) = (Cases(root), Scenarios(root));
+    let mut sources: Vec<&dyn FactSource> = Vec::new();
+    if args.record.is_none() || args.against.is_some() {
+        sources.extend([&cases_source as &dyn FactSource, &scenarios_source]);
+    }
+    if let Some(r) = &recorded {
+        sources.push(r);
+    }
     let mut inputs = Vec::new();
     for s in sources {
         match s.inputs(&ids) {
@@ -423,7 +487,10 @@ pub fn run(args: &ImpactArgs) -> u8 {
     let mut changed = Vec::new();
     for mut input in inputs.clone() {
         with_today(working.set(&input.partnership).as_ref().ok(), &mut input);
-        let before = live.decide(&input);
+        let before = match &input.recorded {
+            Some(d) => Answer::Decided(Summary::from(d)),
+            None => live.decide(&input),
+        };
         let after = working.decide(&input);
         let changes = differences(&before, &after);
         if !changes.is_empty() {
@@ -434,14 +501,34 @@ pub fn run(args: &ImpactArgs) -> u8 {
         let _ = std::fs::remove_dir_all(dir);
     }
     let cases = inputs.iter().filter(|i| i.source == "case").count();
-    let scenarios = inputs.len() - cases;
+    let recorded = inputs.iter().filter(|i| i.source == "recorded").count();
+    let scenarios = inputs.len() - cases - recorded;
+    let mut outcome_changes: BTreeMap<String, usize> = BTreeMap::new();
+    for c in changed.iter().filter(|c| c.input.source == "recorded") {
+        let o = |a: &Answer| match a {
+            Answer::Decided(s) => s.outcome.clone(),
+            _ => "no decision".to_string(),
+        };
+        let (a, b) = (o(&c.live), o(&c.working));
+        if a != b {
+            *outcome_changes.entry(format!("{a} → {b}")).or_default() += 1;
+        }
+    }
+    let recorded_changed = changed.iter().filter(|c| c.input.source == "recorded").count();
     if args.json {
-        let v = serde_json::json!({ "working_copy": root, "against": against, "compared": inputs.len(), "cases": cases, "scenarios": scenarios, "changed": changed });
+        let v = serde_json::json!({ "working_copy": root, "against": against, "compared": inputs.len(), "cases": cases, "scenarios": scenarios,
+            "recorded": { "days": args.days, "replayed": recorded, "changed": recorded_changed, "outcome_changes": outcome_changes }, "changed": changed });
         println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
         return OK;
     }
     println!("Your working copy ({}) compared with {against}:", root.display());
-    println!("{} decisions compared ({cases} test cases, {scenarios} scenario runs); {} would change.", inputs.len(), changed.len());
+    println!("{} decisions compared ({cases} test cases, {scenarios} scenario runs, {recorded} recorded decisions); {} would change.", inputs.len(), changed.len());
+    if args.record.is_some() {
+        println!("Recorded decisions of the last {} days: {recorded} replayed, {recorded_changed} would be decided differently.", args.days);
+        for (change, n) in &outcome_changes {
+            println!("    outcome {change}: {n}");
+        }
+    }
     for c in &changed {
         println!("\n{} {} — {} {}: {}", c.input.partnership, c.input.kind, c.input.source, c.input.origin, c.input.label);
         for line in &c.changes {

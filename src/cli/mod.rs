@@ -12,6 +12,7 @@ mod folder;
 mod health;
 mod impact;
 mod matrix;
+mod record;
 mod render;
 mod status;
 mod test_cmd;
@@ -158,6 +159,9 @@ enum Command {
     Status(status::StatusArgs),
     /// List every reason marked as an assumption (the guide is silent), for sign-off.
     Assumptions(assumptions::AssumptionsArgs),
+    /// The decision record: get, list and replay recorded decisions, list archived revisions,
+    /// count refusals, purge what is past the retention period.
+    Record(record::RecordArgs),
 }
 
 #[derive(clap::Args, Clone)]
@@ -207,6 +211,35 @@ struct ServeArgs {
     /// Client-certificate subject CN or SAN that is an admin (mutual TLS); repeat or comma-separate.
     #[arg(long = "admin-client-cn", env = "CPC_ADMIN_CLIENT_CN", value_delimiter = ',', help_heading = "Access")]
     admin_client_cn: Vec<String>,
+    /// File holding the auditor bearer token (or set CPC_AUDITOR_TOKEN); needed for RecordService (an admin credential also works).
+    #[arg(long, env = "CPC_AUDITOR_TOKEN_FILE", help_heading = "Access")]
+    auditor_token_file: Option<PathBuf>,
+    /// Client-certificate subject CN or SAN that is an auditor (mutual TLS); repeat or comma-separate.
+    #[arg(long = "auditor-client-cn", env = "CPC_AUDITOR_CLIENT_CN", value_delimiter = ',', help_heading = "Access")]
+    auditor_client_cn: Vec<String>,
+
+    /// The decision record: a SQLite file (created on first start, WAL), a `postgres://…` URL
+    /// (several replicas), or `off`. Every decision is recorded before it is returned.
+    #[arg(long, env = "CPC_RECORD", default_value = cpc_rules::record::DEFAULT_SQLITE, help_heading = "Decision record")]
+    record: String,
+    /// File holding the record's target (a `postgres://…` URL with its password), instead of
+    /// --record: keeps the password out of the process's arguments and environment.
+    #[arg(long, env = "CPC_RECORD_URL_FILE", help_heading = "Decision record")]
+    record_url_file: Option<PathBuf>,
+    /// File holding the key case_refs are hashed with (HMAC-SHA256). Default for SQLite:
+    /// `<record file>.key`, created (mode 0600) on first start; PostgreSQL needs one, shared by every replica.
+    #[arg(long, env = "CPC_RECORD_KEY_FILE", help_heading = "Decision record")]
+    record_key_file: Option<PathBuf>,
+    /// When a decision cannot be recorded: `refuse` the call with UNAVAILABLE and report
+    /// NOT_SERVING (no unrecorded decision is ever handed out), or `serve` it anyway and log the failure.
+    #[arg(long, env = "CPC_RECORD_FAILURE", value_enum, default_value_t, help_heading = "Decision record")]
+    record_failure: RecordFailure,
+    /// Recorded decisions older than this many days are purged (checked daily). Default: 25 years (see the README).
+    #[arg(long, env = "CPC_RETENTION_DAYS", default_value_t = cpc_rules::record::DEFAULT_RETENTION_DAYS, help_heading = "Decision record")]
+    retention_days: u32,
+    /// When a new revision goes live, replay the recorded decisions of this many days against it and log how many would change (0: off).
+    #[arg(long, env = "CPC_RELOAD_IMPACT_DAYS", default_value_t = 30, help_heading = "Decision record")]
+    reload_impact_days: u32,
 
     /// Most rule scripts running at once (default: 4 per core).
     #[arg(long, env = "CPC_MAX_CONCURRENT_DECISIONS", help_heading = "Load")]
@@ -258,6 +291,16 @@ struct ServeArgs {
     console_addr: Option<std::net::SocketAddr>,
 }
 
+/// `--record-failure`.
+#[derive(Clone, Copy, ValueEnum, Default, PartialEq, Eq)]
+enum RecordFailure {
+    /// Refuse the call with UNAVAILABLE; health NOT_SERVING.
+    #[default]
+    Refuse,
+    /// Return the decision anyway; log the failure.
+    Serve,
+}
+
 #[derive(Clone, Copy, ValueEnum, Default)]
 enum LogFormat {
     #[default]
@@ -289,6 +332,7 @@ pub fn main() -> ExitCode {
         Command::Impact(args) => impact::run(&args),
         Command::Status(args) => status::run(&args),
         Command::Assumptions(args) => assumptions::run(&args),
+        Command::Record(args) => record::run(&args),
         Command::Compare { rules, kind, facts, json } => compare(&rules.rules, &kind, facts.as_deref(), json),
         Command::Matrix { rules } => match matrix::render_from_disk(&rules.rules) {
             Ok(md) => {
@@ -610,6 +654,14 @@ fn serve(args: ServeArgs) -> u8 {
             return USAGE;
         }
     };
+    // The record is opened before the runtime starts (the PostgreSQL client runs its own).
+    let options = match open_record(&args) {
+        Ok(record) => ServerOptions { record, ..options },
+        Err(e) => {
+            eprintln!("error: {e}");
+            return RULE_PROBLEMS;
+        }
+    };
     if options.log_facts {
         tracing::warn!("--log-facts is on: request facts and case references will be logged; they may identify a child");
     }
@@ -664,6 +716,30 @@ fn serve(args: ServeArgs) -> u8 {
     })
 }
 
+/// Opens the decision record `serve` was asked for (`None` for `--record off`), and starts the
+/// daily retention purge.
+fn open_record(args: &ServeArgs) -> Result<Option<Arc<cpc_rules::record::Record>>, String> {
+    use cpc_rules::record::{FailurePolicy, Record, RecordConfig, Target};
+    let given = match &args.record_url_file {
+        Some(f) => std::fs::read_to_string(f).map_err(|e| format!("cannot read --record-url-file {}: {e}", f.display()))?,
+        None => args.record.clone(),
+    };
+    let Some(target) = Target::parse(&given) else {
+        tracing::warn!("--record off: decisions are not recorded; they cannot be looked up or replayed later");
+        return Ok(None);
+    };
+    let config = RecordConfig {
+        key_file: args.record_key_file.clone(),
+        on_failure: if args.record_failure == RecordFailure::Serve { FailurePolicy::Serve } else { FailurePolicy::Refuse },
+        retention_days: args.retention_days,
+        reload_impact_days: args.reload_impact_days,
+        ..RecordConfig::new(target)
+    };
+    let record = Record::open(config).map_err(|e| format!("{e} (start with --record off to serve without a decision record)"))?;
+    record.start_retention();
+    Ok(Some(record))
+}
+
 /// A bearer token from `file`, or else from the environment variable `env`; both set is an
 /// error (which one would win is not obvious).
 fn token(file: Option<&Path>, env: &str, what: &str) -> anyhow::Result<Option<Secret>> {
@@ -690,7 +766,12 @@ fn server_options(args: &ServeArgs) -> anyhow::Result<ServerOptions> {
         admin_token: token(args.admin_token_file.as_deref(), "CPC_ADMIN_TOKEN", "admin")?,
         caller_token: token(args.caller_token_file.as_deref(), "CPC_CALLER_TOKEN", "caller")?,
         admin_client_names: args.admin_client_cn.iter().map(|n| n.trim().to_string()).filter(|n| !n.is_empty()).collect(),
+        auditor_token: token(args.auditor_token_file.as_deref(), "CPC_AUDITOR_TOKEN", "auditor")?,
+        auditor_client_names: args.auditor_client_cn.iter().map(|n| n.trim().to_string()).filter(|n| !n.is_empty()).collect(),
     };
+    if access.auditor_token.is_some() && (access.auditor_token == access.caller_token || access.auditor_token == access.admin_token) {
+        anyhow::bail!("the auditor token must differ from the caller and admin tokens");
+    }
     if access.admin_token.is_some() && access.admin_token == access.caller_token {
         anyhow::bail!("the admin and caller tokens are the same; every caller would be an admin");
     }
@@ -716,6 +797,7 @@ fn server_options(args: &ServeArgs) -> anyhow::Result<ServerOptions> {
         otlp_endpoint: args.otlp_endpoint.clone(),
         metrics_allow_remote: args.metrics_allow_remote,
         console_addr: args.console_addr,
+        record: None,
     })
 }
 

@@ -6,9 +6,15 @@
 //!   without credentials;
 //! - **caller**: every `DecisionService` RPC and `RulesService.ListPartnerships` — open when no
 //!   caller token is configured, otherwise the caller token (or any admin credential) is needed;
+//! - **auditor**: every `RecordService` RPC (the decision record: facts about children) — always
+//!   needs the auditor token, an auditor client certificate (`--auditor-client-cn`) or any admin
+//!   credential; a caller token is not enough;
 //! - **admin**: `RulesService.ReloadRules` and any other `RulesService` method added later —
 //!   always needs an admin credential: the admin bearer token, or a client certificate (verified
 //!   by mutual TLS) whose subject CN or a subject alternative name is listed as an admin.
+//!
+//! [`AccessPolicy::identify`] names who a call came from (`caller-token`, `cert:<name>`, …) for
+//! the decision record's "who asked"; the guard puts it on the request as a [`CallerIdentity`].
 //!
 //! Credentials are sent as `authorization: Bearer <token>` metadata. A missing or wrong
 //! credential is `UNAUTHENTICATED`; a good credential without the level the method needs (a
@@ -82,7 +88,17 @@ pub struct AccessPolicy {
     pub caller_token: Option<Secret>,
     /// Client-certificate identities (subject CN or subject alternative name) that are admins.
     pub admin_client_names: Vec<String>,
+    /// The auditor bearer token (the decision record's `RecordService`), if configured.
+    pub auditor_token: Option<Secret>,
+    /// Client-certificate identities that are auditors.
+    pub auditor_client_names: Vec<String>,
 }
+
+/// Who a call came from, as the decision record stores it: `admin-token`, `auditor-token`,
+/// `caller-token`, `cert:<first certificate name>` or `anonymous`. Put on each request by the
+/// guard. Names a credential, never shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallerIdentity(pub String);
 
 /// The level of access a method needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -91,6 +107,8 @@ pub enum Access {
     Open,
     /// A caller credential when one is configured.
     Caller,
+    /// An auditor (or admin) credential, always.
+    Auditor,
     /// An admin credential, always.
     Admin,
 }
@@ -132,6 +150,16 @@ pub fn method_access(path: &str) -> MethodInfo {
             // Any RulesService method added later is an admin method until decided otherwise.
             _ => MethodInfo { label: "other", access: Access::Admin, limited: true },
         },
+        "cpc.v1.RecordService" => {
+            let label = match method {
+                "GetDecision" => "GetDecision",
+                "ListDecisions" => "ListDecisions",
+                "ReplayDecision" => "ReplayDecision",
+                "ListRevisions" => "ListRevisions",
+                _ => "other",
+            };
+            MethodInfo { label, access: Access::Auditor, limited: true }
+        }
         "grpc.health.v1.Health" => MethodInfo { label: "health", access: Access::Open, limited: false },
         "grpc.reflection.v1.ServerReflection" | "grpc.reflection.v1alpha.ServerReflection" => {
             MethodInfo { label: "reflection", access: Access::Open, limited: true }
@@ -149,6 +177,8 @@ enum Role {
     Authenticated,
     /// The caller token.
     Caller,
+    /// The auditor token or an auditor client certificate.
+    Auditor,
     /// The admin token or an admin client certificate.
     Admin,
 }
@@ -157,6 +187,27 @@ impl AccessPolicy {
     /// Whether any admin credential is configured.
     pub fn has_admin(&self) -> bool {
         self.admin_token.is_some() || !self.admin_client_names.is_empty()
+    }
+
+    /// Whether any auditor (or admin) credential is configured.
+    pub fn has_auditor(&self) -> bool {
+        self.has_admin() || self.auditor_token.is_some() || !self.auditor_client_names.is_empty()
+    }
+
+    /// Who a call carrying `authorization` and `peer_names` came from (see [`CallerIdentity`]).
+    /// Only meaningful for a call the policy let through.
+    pub fn identify(&self, authorization: Option<&[u8]>, peer_names: Option<&[String]>) -> CallerIdentity {
+        let token = authorization.and_then(bearer);
+        let name = match token {
+            Some(t) if self.admin_token.as_ref().is_some_and(|s| s.matches(t)) => "admin-token".to_string(),
+            Some(t) if self.auditor_token.as_ref().is_some_and(|s| s.matches(t)) => "auditor-token".to_string(),
+            Some(t) if self.caller_token.as_ref().is_some_and(|s| s.matches(t)) => "caller-token".to_string(),
+            _ => match peer_names.and_then(|n| n.first()) {
+                Some(n) => format!("cert:{}", super::guard::loggable(n)),
+                None => "anonymous".to_string(),
+            },
+        };
+        CallerIdentity(name)
     }
 
     /// Checks a call to `method` carrying the `authorization` header value `authorization` and,
@@ -174,6 +225,8 @@ impl AccessPolicy {
                 };
                 if self.admin_token.as_ref().is_some_and(|s| s.matches(token)) {
                     Role::Admin
+                } else if self.auditor_token.as_ref().is_some_and(|s| s.matches(token)) {
+                    Role::Auditor
                 } else if self.caller_token.as_ref().is_some_and(|s| s.matches(token)) {
                     Role::Caller
                 } else {
@@ -184,6 +237,7 @@ impl AccessPolicy {
         let cert_role = match peer_names {
             None => Role::None,
             Some(names) if names.iter().any(|n| self.admin_client_names.iter().any(|a| a.eq_ignore_ascii_case(n))) => Role::Admin,
+            Some(names) if names.iter().any(|n| self.auditor_client_names.iter().any(|a| a.eq_ignore_ascii_case(n))) => Role::Auditor,
             Some(_) => Role::Authenticated,
         };
         let role = token_role.max(cert_role);
@@ -192,6 +246,13 @@ impl AccessPolicy {
             Access::Caller if self.caller_token.is_none() || role >= Role::Caller => Ok(()),
             Access::Caller if role == Role::None => Err(status::unauthenticated(&format!("{} needs a caller credential", method.label))),
             Access::Caller => Err(status::permission_denied(method.label, "the caller token or an admin credential")),
+            Access::Auditor if role >= Role::Auditor => Ok(()),
+            Access::Auditor if role == Role::None && !self.has_auditor() => Err(status::unauthenticated(&format!(
+                "{} needs an auditor or admin credential, and none is configured on this server (--auditor-token-file or --admin-token-file)",
+                method.label
+            ))),
+            Access::Auditor if role == Role::None => Err(status::unauthenticated(&format!("{} needs an auditor or admin credential", method.label))),
+            Access::Auditor => Err(status::permission_denied(method.label, "the auditor token or an admin credential")),
             Access::Admin if role == Role::Admin => Ok(()),
             Access::Admin if role == Role::None && !self.has_admin() => Err(status::unauthenticated(&format!(
                 "{} needs an admin credential, and none is configured on this server (--admin-token-file, CPC_ADMIN_TOKEN or --admin-client-cn); rules also reload on file changes and SIGHUP",
@@ -240,12 +301,30 @@ mod tests {
 
     const ADMIN: &str = "admin-token-0123456789abcdef";
     const CALLER: &str = "caller-token-0123456789abcdef";
+    const AUDITOR: &str = "auditor-token-0123456789abcdef";
+
+    #[test]
+    fn the_record_needs_an_auditor_or_admin() {
+        let p = policy();
+        let get = "/cpc.v1.RecordService/GetDecision";
+        assert_eq!(code(&p, get, Some(&format!("Bearer {AUDITOR}")), None), Code::Ok);
+        assert_eq!(code(&p, get, Some(&format!("Bearer {ADMIN}")), None), Code::Ok);
+        assert_eq!(code(&p, get, Some(&format!("Bearer {CALLER}")), None), Code::PermissionDenied);
+        assert_eq!(code(&p, get, None, None), Code::Unauthenticated);
+        assert_eq!(code(&p, RELOAD, Some(&format!("Bearer {AUDITOR}")), None), Code::PermissionDenied);
+        assert_eq!(p.identify(Some(format!("Bearer {CALLER}").as_bytes()), None).0, "caller-token");
+        assert_eq!(p.identify(None, Some(&["case-system".to_string()])).0, "cert:case-system");
+        assert_eq!(p.identify(None, None).0, "anonymous");
+        assert_eq!(code(&AccessPolicy::default(), get, None, None), Code::Unauthenticated);
+    }
 
     fn policy() -> AccessPolicy {
         AccessPolicy {
             admin_token: Some(Secret::new(ADMIN).unwrap()),
             caller_token: Some(Secret::new(CALLER).unwrap()),
             admin_client_names: vec!["ops.example".into()],
+            auditor_token: Some(Secret::new(AUDITOR).unwrap()),
+            auditor_client_names: Vec::new(),
         }
     }
 
@@ -280,7 +359,7 @@ mod tests {
 
     #[test]
     fn client_certificates_can_be_admins() {
-        let p = AccessPolicy { admin_token: None, caller_token: None, admin_client_names: vec!["ops.example".into()] };
+        let p = AccessPolicy { admin_client_names: vec!["ops.example".into()], ..AccessPolicy::default() };
         let admin = vec!["OPS.example".to_string()];
         let other = vec!["case-system".to_string()];
         assert_eq!(code(&p, RELOAD, None, Some(&admin)), Code::Ok);

@@ -18,6 +18,8 @@
 //!    `INVALID_ARGUMENT` with details — the request was the caller's mistake;
 //! 9. the answer's status code and the time taken go to the metrics.
 //!
+//! A call let through carries its [`auth::CallerIdentity`] (who asked, for the decision record).
+//!
 //! Refusals are logged without personal data: the method, the peer address and why.
 
 use std::future::Future;
@@ -263,6 +265,9 @@ where
                 Err(refusal) => refusal.into_http(),
                 Ok(admitted) => {
                     let Admitted { _slot, deadline } = admitted;
+                    let authorization = req.headers().get(http::header::AUTHORIZATION).map(http::HeaderValue::as_bytes);
+                    let who = config.policy.identify(authorization, peer_names.as_deref());
+                    req.extensions_mut().insert(who);
                     req.extensions_mut().insert(deadline);
                     match tokio::time::timeout_at(deadline.0.into(), inner.call(req)).await {
                         Ok(answer) => caller_decode_error(answer?),

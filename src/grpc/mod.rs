@@ -7,6 +7,7 @@
 //! a shared [`crate::store::RuleStore`], running every script off the async executor within a
 //! bounded queue and the call's deadline; [`guard`] is the layer in front of every call (access
 //! policy from [`auth`], rate and per-connection limits from [`limits`], deadlines, metrics);
+//! [`record`] serves the decision record (`cpc.v1.RecordService`) to auditors;
 //! [`transport`] carries per-connection state and the TLS settings; [`metrics`] keeps and serves
 //! the Prometheus metrics; [`server`] assembles all of it with the health and reflection
 //! services and serves until shutdown. `docs/reliability.md` says what each guarantees.
@@ -17,6 +18,7 @@ pub mod convert;
 pub mod guard;
 pub mod limits;
 pub mod metrics;
+pub mod record;
 pub mod server;
 pub mod service;
 pub mod status;

@@ -16,6 +16,10 @@
 //! served on a second listener when one is given ([`serve_on`]); [`run`] binds it only on a
 //! loopback address unless [`ServerOptions::metrics_allow_remote`].
 //!
+//! With [`ServerOptions::record`], every decision is written to the decision record before it is
+//! returned, `cpc.v1.RecordService` serves it, and (unless the record's failure policy is to
+//! serve anyway) health reports `NOT_SERVING` while the record cannot be written.
+//!
 //! Decisions are admitted by [`super::admission`]; the same admission state is shared with the
 //! guard, which sheds a decision call before decoding it when every queue is saturated.
 
@@ -38,7 +42,9 @@ use super::guard::{GuardConfig, GuardLayer, LogLimiter};
 use super::limits::{ConnLimits, RateLimit, SharedBucket};
 use super::metrics::Metrics;
 use super::pb::decision_service_server::DecisionServiceServer;
+use super::pb::record_service_server::RecordServiceServer;
 use super::pb::rules_service_server::RulesServiceServer;
+use super::record::RecordApi;
 use super::admission::{Admission, AdmissionConfig};
 use super::service::{DecisionApi, Decider, RulesApi};
 use super::transport::{ConnIo, TlsSettings, check_plaintext};
@@ -112,6 +118,10 @@ pub struct ServerOptions {
     /// Address to serve the web console and the JSON API on (used by [`run`]; `None`: none).
     /// It shares this server's decider, tokens and TLS settings; see [`crate::http`].
     pub console_addr: Option<SocketAddr>,
+    /// The decision record every decision is written to before it is returned (`None`: no
+    /// record). With [`crate::record::FailurePolicy::Refuse`], health reports `NOT_SERVING`
+    /// while the record cannot be written.
+    pub record: Option<Arc<crate::record::Record>>,
 }
 
 impl Default for ServerOptions {
@@ -139,6 +149,7 @@ impl Default for ServerOptions {
             otlp_endpoint: None,
             metrics_allow_remote: false,
             console_addr: None,
+            record: None,
         }
     }
 }
@@ -235,9 +246,38 @@ pub async fn serve_all(
     let admission = Admission::new(options.admission(), Arc::clone(&metrics));
     let decider = Decider::with_admission(Arc::clone(&store), Arc::clone(&admission), Arc::clone(&metrics), options.log_facts)
         .with_telemetry(telemetry.clone());
+    let decider = decider.with_record(options.record.clone());
+    if let Some(record) = &options.record {
+        record.attach(&store);
+    }
     let console_decider = decider.clone();
     let decisions = DecisionServiceServer::new(DecisionApi::new(decider)).max_decoding_message_size(options.max_request_bytes);
     let rules = RulesServiceServer::new(RulesApi::new(Arc::clone(&store))).max_decoding_message_size(options.max_request_bytes);
+    let record_api = RecordServiceServer::new(RecordApi::new(options.record.clone())).max_decoding_message_size(options.max_request_bytes);
+    let shutting_down = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let record_health = options.record.as_ref().filter(|r| r.on_failure() == crate::record::FailurePolicy::Refuse).map(|r| {
+        let mut healthy = r.health();
+        let reporter = health.clone();
+        let shutting_down = Arc::clone(&shutting_down);
+        tokio::spawn(async move {
+            while healthy.changed().await.is_ok() {
+                let ok = *healthy.borrow_and_update();
+                if shutting_down.load(std::sync::atomic::Ordering::SeqCst) {
+                    break;
+                }
+                let status = if ok { ServingStatus::Serving } else { ServingStatus::NotServing };
+                if ok {
+                    tracing::info!("the decision record can be written again: SERVING");
+                } else {
+                    tracing::error!("the decision record cannot be written: reporting NOT_SERVING (decisions fail with UNAVAILABLE)");
+                }
+                reporter.set_service_status("", status).await;
+                for name in SERVICE_NAMES {
+                    reporter.set_service_status(name, status).await;
+                }
+            }
+        })
+    });
 
     let conn_limits = ConnLimits {
         max_in_flight: options.concurrency_limit_per_connection.max(1),
@@ -278,8 +318,10 @@ pub async fn serve_all(
     let (began_tx, began_rx) = tokio::sync::oneshot::channel::<()>();
     let (metrics_stop_tx, metrics_stop_rx) = tokio::sync::watch::channel(false);
     let reporter = health.clone();
+    let stopping = Arc::clone(&shutting_down);
     let signal = async move {
         shutdown.await;
+        stopping.store(true, std::sync::atomic::Ordering::SeqCst);
         tracing::info!("shutdown requested: reporting NOT_SERVING and draining in-flight calls");
         reporter.set_service_status("", ServingStatus::NotServing).await;
         for name in SERVICE_NAMES {
@@ -306,6 +348,7 @@ pub async fn serve_all(
         .add_service(reflection_v1alpha)
         .add_service(decisions)
         .add_service(rules)
+        .add_service(record_api)
         .serve_with_incoming_shutdown(incoming, signal);
     tokio::pin!(server);
 
@@ -358,6 +401,9 @@ pub async fn serve_all(
     }
     if let Some(t) = telemetry {
         let _ = tokio::task::spawn_blocking(move || t.shutdown()).await;
+    }
+    if let Some(task) = record_health {
+        task.abort();
     }
     result?;
     tracing::info!("gRPC server stopped");

@@ -13,6 +13,11 @@
 //! call whose deadline passes gets `DEADLINE_EXCEEDED` and is not decided. A script already running when its caller gives up finishes within its
 //! own time budget, keeping its slot until then, so the server never runs more than its limit.
 //!
+//! **Record.** With a decision record ([`crate::record`]), a decision is written to it — durably,
+//! by group commit — before the call gets it; if it cannot be written the call fails with
+//! `UNAVAILABLE` (unless the record's policy is to serve anyway). Refusals are counted, never
+//! stored with their facts.
+//!
 //! **Privacy.** Logs carry the partnership, kind, outcome, revision and latency — never the
 //! facts, the caller's `case_ref`, a script's error message (it may quote facts) or field names
 //! the caller made up, unless the server was started with `--log-facts` (a debugging aid).
@@ -33,6 +38,7 @@ use super::status;
 use crate::error::DecisionError;
 use crate::facts::FieldViolation;
 use crate::model::IssuedDecision;
+use crate::record::{DecisionRecord, FailurePolicy, Record, RefusalKey};
 use crate::store::RuleStore;
 use crate::telemetry::{CallTrace, Telemetry};
 
@@ -47,6 +53,7 @@ pub struct Decider {
     metrics: Arc<Metrics>,
     log_facts: bool,
     telemetry: Option<Arc<Telemetry>>,
+    record: Option<Arc<Record>>,
 }
 
 impl Decider {
@@ -66,7 +73,18 @@ impl Decider {
     /// A decider over `store` admitting decisions through `admission` (shared with the guard
     /// layer, which sheds early when it is saturated).
     pub fn with_admission(store: Arc<RuleStore>, admission: Arc<Admission>, metrics: Arc<Metrics>, log_facts: bool) -> Self {
-        Self { store, admission, metrics, log_facts, telemetry: None }
+        Self { store, admission, metrics, log_facts, telemetry: None, record: None }
+    }
+
+    /// This decider, writing every decision to `record` before returning it.
+    pub fn with_record(mut self, record: Option<Arc<Record>>) -> Self {
+        self.record = record;
+        self
+    }
+
+    /// The decision record, if there is one.
+    pub fn record(&self) -> Option<&Arc<Record>> {
+        self.record.as_ref()
     }
 
     /// This decider, tracing each call's phases to `telemetry` (see [`crate::telemetry`]).
@@ -103,6 +121,11 @@ impl Decider {
     /// the facts are then validated once, against the partnership's vocabulary, before the call
     /// takes a slot; the edge's own problems are reported with the core's in one reply.
     pub async fn decide(&self, req: EdgeRequest, deadline: Option<Deadline>) -> Result<pb::Decision, Status> {
+        self.decide_as(req, deadline, "anonymous").await
+    }
+
+    /// As [`Decider::decide`], recording `who` asked (see [`crate::grpc::auth::CallerIdentity`]).
+    pub async fn decide_as(&self, req: EdgeRequest, deadline: Option<Deadline>, who: &str) -> Result<pb::Decision, Status> {
         let started = Instant::now();
         let EdgeRequest { partnership, kind, facts, case_ref, problems, facts_field } = req;
         let log_partnership = super::guard::loggable(&partnership);
@@ -111,10 +134,12 @@ impl Decider {
         if self.log_facts {
             tracing::info!(partnership = %log_partnership, kind = %log_kind, %case_ref, %facts, "decision requested (--log-facts)");
         }
+        let (counted_partnership, counted_kind) = (partnership.clone(), kind.clone());
         let refuse = |err: DecisionError, trace: &mut CallTrace| {
             self.log_refusal(&log_partnership, &log_kind, &err, started.elapsed().as_secs_f64() * 1000.0);
             let status = status::to_status(&prefixed(err, facts_field));
             trace.failed(status.code());
+            self.count_refusal(&counted_partnership, &counted_kind, status.code());
             Err(status)
         };
         let Some(loaded) = self.store.get(&partnership) else {
@@ -146,6 +171,16 @@ impl Decider {
             return Err(status::deadline_exceeded("while waiting for a decision slot"));
         }
         trace.script_started();
+        if let Some(record) = &self.record {
+            record.ensure_archived(&loaded.sources, loaded.set.revision(), loaded.loaded_at);
+        }
+        let recorded_facts = self.record.as_ref().map(|_| {
+            let mut given = facts.to_json();
+            if let (Some((name, _)), Some(m)) = (facts.defaulted_date(), given.as_object_mut()) {
+                m.remove(name);
+            }
+            given
+        });
         let task = tokio::task::spawn_blocking(move || {
             let _slot = slot;
             loaded.set.decide_facts(&facts)
@@ -166,7 +201,31 @@ impl Decider {
         let latency_ms = elapsed.as_secs_f64() * 1000.0;
         match joined {
             Ok(Ok(decision)) => {
-                let issued = IssuedDecision::stamp(decision, crate::clock::now());
+                // Microseconds: what the record keeps, so the caller's time and the record's agree.
+                let issued = IssuedDecision::stamp(decision, chrono::SubsecRound::trunc_subsecs(crate::clock::now(), 6));
+                if let (Some(record), Some(facts)) = (&self.record, recorded_facts) {
+                    let entry = DecisionRecord {
+                        decision_id: issued.decision_id.clone(),
+                        decided_at: issued.decided_at,
+                        today,
+                        facts,
+                        decision: issued.decision.clone(),
+                        caller: who.to_string(),
+                        case_ref_hash: record.hash_case_ref(&case_ref),
+                    };
+                    if let Err(e) = record.write(entry).await {
+                        match record.on_failure() {
+                            FailurePolicy::Refuse => {
+                                trace.failed(tonic::Code::Unavailable);
+                                self.count_refusal(&partnership, &kind, tonic::Code::Unavailable);
+                                return Err(status::not_recorded(&e));
+                            }
+                            FailurePolicy::Serve => {
+                                tracing::error!(partnership = %log_partnership, kind = %log_kind, decision_id = %issued.decision_id, error = %e, "decision NOT recorded; returned anyway (--record-failure serve)");
+                            }
+                        }
+                    }
+                }
                 let d = &issued.decision;
                 trace.decided(&d.outcome, &d.rules_revision);
                 tracing::info!(
@@ -202,6 +261,20 @@ impl Decider {
                 Err(status::worker_failed())
             }
         }
+    }
+
+    /// Counts a refused call in the record (partnership and kind as given only when loaded, so
+    /// callers cannot fill the record with names of their own).
+    fn count_refusal(&self, partnership: &str, kind: &str, code: tonic::Code) {
+        let Some(record) = &self.record else { return };
+        let loaded = self.store.get(partnership);
+        let known_kind = loaded.as_ref().is_some_and(|l| l.set.kind(kind).is_some());
+        record.count_refusal(RefusalKey {
+            day: crate::clock::now().date_naive(),
+            partnership: if loaded.is_some() { partnership.to_string() } else { "<unknown>".into() },
+            kind: if known_kind { kind.to_string() } else { "<unknown>".into() },
+            code: status::code_name(code).to_string(),
+        });
     }
 
     fn log_refusal(&self, partnership: &str, kind: &str, err: &DecisionError, latency_ms: f64) {
@@ -311,9 +384,15 @@ impl DecisionApi {
         EdgeRequest: TryFrom<R, Error = Vec<FieldViolation>>,
     {
         let deadline = request.extensions().get::<Deadline>().copied();
+        let who = caller_identity(&request);
         let req = EdgeRequest::try_from(request.into_inner()).map_err(|v| self.decider.refused(v))?;
-        self.decider.decide(req, deadline).await.map(Response::new)
+        self.decider.decide_as(req, deadline, &who).await.map(Response::new)
     }
+}
+
+/// Who asked, as the guard identified them (`anonymous` when there is no guard in front).
+fn caller_identity<R>(request: &Request<R>) -> String {
+    request.extensions().get::<super::auth::CallerIdentity>().map_or_else(|| "anonymous".to_string(), |c| c.0.clone())
 }
 
 #[tonic::async_trait]
@@ -350,8 +429,9 @@ impl DecisionService for DecisionApi {
 
     async fn evaluate(&self, request: Request<pb::EvaluateRequest>) -> Result<Response<pb::Decision>, Status> {
         let deadline = request.extensions().get::<Deadline>().copied();
+        let who = caller_identity(&request);
         let req = EdgeRequest::try_from(request.into_inner()).map_err(|v| self.decider.refused(v))?;
-        self.decider.decide(req, deadline).await.map(Response::new)
+        self.decider.decide_as(req, deadline, &who).await.map(Response::new)
     }
 }
 

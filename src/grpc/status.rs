@@ -15,6 +15,9 @@
 //! `PERMISSION_DENIED` for a good credential that may not call the method
 //! ([`permission_denied`]). A request that cannot be decoded is `INVALID_ARGUMENT`
 //! ([`decode_failure`]), not the `INTERNAL` tonic gives it.
+//!
+//! The decision record's errors are mapped here too ([`record_error`]): a decision that could
+//! not be recorded is `UNAVAILABLE` (reason `RECORD_UNAVAILABLE`), and no decision is returned.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -275,6 +278,40 @@ pub fn deadline_exceeded(stage: &str) -> Status {
         Code::DeadlineExceeded,
         format!("the call's deadline passed {stage}; no decision or change was made"),
         ErrorDetails::with_error_info("DEADLINE_EXCEEDED", ERROR_DOMAIN, HashMap::new()),
+    )
+}
+
+/// The status for a decision-record error: a record that cannot be written or read is
+/// `UNAVAILABLE` (retry; the server reports `NOT_SERVING` meanwhile); an unknown decision or
+/// revision `NOT_FOUND`; a bad request argument `INVALID_ARGUMENT`; archived rules that no
+/// longer decide `INTERNAL`; a bad configuration `FAILED_PRECONDITION`.
+pub fn record_error(err: &crate::record::RecordError) -> Status {
+    use crate::record::RecordError as E;
+    let (code, reason) = match err {
+        E::Unavailable(_) => (Code::Unavailable, "RECORD_UNAVAILABLE"),
+        E::Config(_) => (Code::FailedPrecondition, "RECORD_CONFIGURATION"),
+        E::NotFound(_) => (Code::NotFound, "RECORD_NOT_FOUND"),
+        E::InvalidArgument(_) => (Code::InvalidArgument, "RECORD_INVALID_ARGUMENT"),
+        E::Replay(_) => (Code::Internal, "REPLAY_FAILED"),
+    };
+    Status::with_error_details(code, err.to_string(), ErrorDetails::with_error_info(reason, ERROR_DOMAIN, HashMap::new()))
+}
+
+/// `UNAVAILABLE`: the decision was made but could not be recorded, so it is not returned.
+pub fn not_recorded(err: &crate::record::RecordError) -> Status {
+    Status::with_error_details(
+        Code::Unavailable,
+        format!("the decision could not be recorded, so it is not returned; retry later ({err})"),
+        ErrorDetails::with_error_info("RECORD_UNAVAILABLE", ERROR_DOMAIN, HashMap::new()),
+    )
+}
+
+/// `FAILED_PRECONDITION`: the server runs without a decision record (`--record off`).
+pub fn record_off() -> Status {
+    Status::with_error_details(
+        Code::FailedPrecondition,
+        "this server runs without a decision record (--record off)",
+        ErrorDetails::with_error_info("RECORD_OFF", ERROR_DOMAIN, HashMap::new()),
     )
 }
 

@@ -283,7 +283,7 @@ impl Console {
         }
         let req = EdgeRequest { partnership: partnership.to_string(), kind: kind.to_string(), facts, case_ref: String::new(), problems, facts_field: None };
         let deadline = Deadline(Instant::now() + self.request_timeout);
-        self.decider.decide(req, Some(deadline)).await.map(json::Decision::from).map_err(ApiError::from)
+        self.decider.decide_as(req, Some(deadline), "console").await.map(json::Decision::from).map_err(ApiError::from)
     }
 
     fn schema(&self, partnership: &str, kind: &str) -> Option<(String, Arc<KindSchema>)> {

@@ -24,11 +24,11 @@ pub fn gate(sources: &RuleSources, limits: &Limits) -> Build {
             diagnostics.extend(problems);
             let cases = runnable;
             let results = cases.iter().map(|c| run_case(&set, c)).collect();
-            Build { id: sources.id.clone(), set: Some(set), diagnostics, results, cases }
+            Build { id: sources.id.clone(), set: Some(set), diagnostics, results, cases, sources: None }
         }
         Err(d) => {
             diagnostics.extend(d);
-            Build { id: sources.id.clone(), set: None, diagnostics, results: Vec::new(), cases }
+            Build { id: sources.id.clone(), set: None, diagnostics, results: Vec::new(), cases, sources: None }
         }
     }
 }

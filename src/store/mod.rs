@@ -36,6 +36,8 @@ pub struct Loaded {
     pub cases: Vec<Case>,
     /// When it went live.
     pub loaded_at: chrono::DateTime<chrono::Utc>,
+    /// The files it was compiled from (for the decision record's revision archive).
+    pub sources: Arc<RuleSources>,
 }
 
 /// Why a partnership's rule set was refused.
@@ -69,6 +71,8 @@ pub struct Build {
     pub results: Vec<CaseResult>,
     /// Cases parsed (even if the set did not compile).
     pub cases: Vec<Case>,
+    /// The files it was built from (when they could be read).
+    pub sources: Option<Arc<RuleSources>>,
 }
 
 impl Build {
@@ -105,8 +109,8 @@ pub fn read_sources(root: &Path, id: &str) -> Result<RuleSources, Vec<Diagnostic
 /// Reads, compiles, checks and tests one partnership from disk.
 pub fn build(root: &Path, id: &str, limits: &Limits) -> Build {
     match read_sources(root, id) {
-        Ok(sources) => gate::gate(&sources, limits),
-        Err(diagnostics) => Build { id: id.to_string(), set: None, diagnostics, results: Vec::new(), cases: Vec::new() },
+        Ok(sources) => Build { sources: Some(Arc::new(sources.clone())), ..gate::gate(&sources, limits) },
+        Err(diagnostics) => Build { id: id.to_string(), set: None, diagnostics, results: Vec::new(), cases: Vec::new(), sources: None },
     }
 }
 
@@ -167,8 +171,8 @@ impl RuleStore {
         for id in ids {
             let b = build(&root, &id, &limits);
             if b.ok() {
-                if let Some(set) = b.set {
-                    sets.insert(id, Arc::new(Loaded { set, cases: b.cases, loaded_at: now() }));
+                if let (Some(set), Some(sources)) = (b.set, b.sources) {
+                    sets.insert(id, Arc::new(Loaded { set, cases: b.cases, loaded_at: now(), sources }));
                 }
             } else {
                 refused.push(b.refusal());
@@ -272,7 +276,7 @@ impl RuleStore {
             let b = build(&self.root, &id, &self.limits);
             let current = self.get(&id);
             if b.ok() {
-                let Some(set) = b.set else { continue };
+                let (Some(set), Some(sources)) = (b.set, b.sources) else { continue };
                 if current.as_ref().is_some_and(|c| c.set.revision() == set.revision()) {
                     // The files are back to what is live: any earlier failure no longer applies.
                     if let Ok(mut f) = self.failures.lock() {
@@ -282,7 +286,7 @@ impl RuleStore {
                     continue;
                 }
                 let revision = set.revision().to_string();
-                let loaded = Arc::new(Loaded { set, cases: b.cases, loaded_at: now() });
+                let loaded = Arc::new(Loaded { set, cases: b.cases, loaded_at: now(), sources });
                 self.sets.rcu(|m| {
                     let mut m = BTreeMap::clone(m);
                     m.insert(id.clone(), loaded.clone());

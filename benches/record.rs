@@ -1,0 +1,184 @@
+//! What recording every decision costs: the real gRPC server, in process, driven by concurrent
+//! tonic clients three ways — no record, the embedded SQLite record (WAL, synchronous=FULL) and
+//! a PostgreSQL record — and the throughput of each as a share of the unrecorded one.
+//!
+//! ```sh
+//! cargo bench -p cpc-rules-bench --bench record
+//! CPC_BENCH_SECONDS=10 CPC_BENCH_CLIENTS=64 cargo bench -p cpc-rules-bench --bench record
+//! ```
+//!
+//! PostgreSQL: `CPC_BENCH_POSTGRES` (default `postgres://postgres@127.0.0.1:5432`); the bench
+//! makes a database of its own with `psql` and drops it. Without PostgreSQL the row says so.
+//! Self-contained on purpose (no shared bench code): see docs/record.md for the figures.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use cpc_rules::engine::Limits;
+use cpc_rules::grpc::pb;
+use cpc_rules::grpc::pb::decision_service_client::DecisionServiceClient;
+use cpc_rules::grpc::server::{ServerOptions, serve_with};
+use cpc_rules::record::{Record, RecordConfig, Target};
+use cpc_rules::store::RuleStore;
+
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+/// A mix of the kinds of decision a case system asks for, for two partnerships.
+fn requests() -> Vec<pb::EvaluateRequest> {
+    use prost_types::value::Kind;
+    let v = |k: Kind| prost_types::Value { kind: Some(k) };
+    let s = |x: &str| v(Kind::StringValue(x.into()));
+    let b = |x: bool| v(Kind::BoolValue(x));
+    let n = |x: f64| v(Kind::NumberValue(x));
+    let facts = |f: Vec<(&str, prost_types::Value)>| prost_types::Struct { fields: f.into_iter().map(|(k, v)| (k.to_string(), v)).collect() };
+    let mut out = Vec::new();
+    for p in ["york", "barnsley"] {
+        out.push(pb::EvaluateRequest {
+            partnership: p.into(),
+            kind: "child_invitation".into(),
+            facts: Some(facts(vec![("age", n(14.0)), ("sufficient_understanding", b(true)), ("wishes_to_attend", s("yes")), ("sensitive_information", b(true))])),
+            case_ref: "BENCH-CASE-1".into(),
+        });
+        out.push(pb::EvaluateRequest {
+            partnership: p.into(),
+            kind: "exclusion".into(),
+            facts: Some(facts(vec![("role", s("parent")), ("grounds", v(Kind::ListValue(prost_types::ListValue { values: vec![s("likely_to_disrupt")] })))])),
+            case_ref: "BENCH-CASE-2".into(),
+        });
+        out.push(pb::EvaluateRequest {
+            partnership: p.into(),
+            kind: "timescales".into(),
+            facts: Some(facts(vec![("strategy_discussion_date", s("2025-03-31")), ("as_of", s("2025-04-10"))])),
+            case_ref: String::new(),
+        });
+    }
+    out
+}
+
+struct Run {
+    name: &'static str,
+    per_second: Option<f64>,
+    note: String,
+}
+
+fn psql(db: &str, sql: &str) -> bool {
+    let base = env_or("CPC_BENCH_POSTGRES", "postgres://postgres@127.0.0.1:5432".to_string());
+    std::process::Command::new("psql")
+        .arg(format!("{}/{db}", base.trim_end_matches('/')))
+        .args(["-q", "-v", "ON_ERROR_STOP=1", "-c", sql])
+        .stdout(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+fn measure(rules: &std::path::Path, record: Option<Arc<Record>>, seconds: u64, clients: usize) -> f64 {
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+    let store = Arc::new(RuleStore::load(rules, Limits::default()).expect("the bundled rules load"));
+    rt.block_on(async move {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let options = ServerOptions { record, ..ServerOptions::default() };
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(async move {
+            serve_with(listener, store, &options, async {
+                let _ = stop_rx.await;
+            })
+            .await
+        });
+        let reqs = Arc::new(requests());
+        let channels: Vec<_> = {
+            let mut v = Vec::new();
+            for _ in 0..4 {
+                v.push(tonic::transport::Endpoint::from_shared(format!("http://{addr}")).expect("endpoint").connect().await.expect("connect"));
+            }
+            v
+        };
+        let done = Arc::new(AtomicU64::new(0));
+        let counting = Arc::new(AtomicBool::new(false));
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut tasks = Vec::new();
+        for c in 0..clients {
+            let mut client = DecisionServiceClient::new(channels[c % channels.len()].clone());
+            let (reqs, done, counting, stop) = (Arc::clone(&reqs), Arc::clone(&done), Arc::clone(&counting), Arc::clone(&stop));
+            tasks.push(tokio::spawn(async move {
+                let mut i = c;
+                while !stop.load(Ordering::Relaxed) {
+                    let r = reqs[i % reqs.len()].clone();
+                    i += 1;
+                    client.evaluate(r).await.expect("every call is decided (and recorded)");
+                    if counting.load(Ordering::Relaxed) {
+                        done.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }));
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await; // warm-up
+        counting.store(true, Ordering::SeqCst);
+        let started = Instant::now();
+        tokio::time::sleep(Duration::from_secs(seconds)).await;
+        let n = done.load(Ordering::SeqCst);
+        let elapsed = started.elapsed().as_secs_f64();
+        stop.store(true, Ordering::SeqCst);
+        for t in tasks {
+            let _ = t.await;
+        }
+        let _ = stop_tx.send(());
+        let _ = server.await;
+        n as f64 / elapsed
+    })
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        println!("record: bench");
+        return;
+    }
+    let seconds = env_or("CPC_BENCH_SECONDS", 5u64);
+    let clients = env_or("CPC_BENCH_CLIENTS", 32usize);
+    let rules = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../rules")).to_path_buf();
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    println!("decision record overhead: {clients} concurrent clients, {seconds} s per run after 1 s warm-up, {cores} cores, Evaluate mix (3 kinds × 2 partnerships)");
+    let mut runs = Vec::new();
+
+    runs.push(Run { name: "no record (--record off)", per_second: Some(measure(&rules, None, seconds, clients)), note: String::new() });
+
+    let dir = tempfile::tempdir().expect("tmp");
+    let sqlite = Record::open(RecordConfig::new(Target::Sqlite(dir.path().join("bench.sqlite")))).expect("SQLite record");
+    let rate = measure(&rules, Some(Arc::clone(&sqlite)), seconds, clients);
+    drop(sqlite);
+    runs.push(Run { name: "SQLite (WAL, synchronous=FULL)", per_second: Some(rate), note: String::new() });
+
+    let db = format!("cpc_record_bench_{}", std::process::id());
+    if psql("postgres", &format!("CREATE DATABASE {db}")) {
+        let base = env_or("CPC_BENCH_POSTGRES", "postgres://postgres@127.0.0.1:5432".to_string());
+        let key = dir.path().join("pg.key");
+        std::fs::write(&key, "bench-key-0123456789abcdef0123456789abcdef").expect("key");
+        let config = RecordConfig { key_file: Some(key), ..RecordConfig::new(Target::Postgres(format!("{}/{db}", base.trim_end_matches('/')))) };
+        match Record::open(config) {
+            Ok(pg) => {
+                let rate = measure(&rules, Some(Arc::clone(&pg)), seconds, clients);
+                drop(pg);
+                std::thread::sleep(Duration::from_millis(200));
+                runs.push(Run { name: "PostgreSQL (local, synchronous_commit=on)", per_second: Some(rate), note: String::new() });
+            }
+            Err(e) => runs.push(Run { name: "PostgreSQL", per_second: None, note: format!("not measured: {e}") }),
+        }
+        let _ = psql("postgres", &format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"));
+    } else {
+        runs.push(Run { name: "PostgreSQL", per_second: None, note: "NOT MEASURED: cannot create a database with psql (set CPC_BENCH_POSTGRES)".into() });
+    }
+
+    let base = runs[0].per_second.unwrap_or(1.0);
+    println!();
+    println!("| record | decisions/s | share of unrecorded |");
+    println!("|---|---:|---:|");
+    for r in &runs {
+        match r.per_second {
+            Some(p) => println!("| {} | {:.0} | {:.0}% |", r.name, p, 100.0 * p / base),
+            None => println!("| {} | — | {} |", r.name, r.note),
+        }
+    }
+}

@@ -1,0 +1,656 @@
+//! One schema, two databases: the record's tables, its migrations and every query.
+//!
+//! Why it is built this way: SQLite (embedded, the default) and PostgreSQL (several replicas)
+//! must hold exactly the same record, so the SQL is written once, in the portable subset both
+//! speak (`TEXT`, `BIGINT`, `INSERT … ON CONFLICT`, numbered `$n` parameters in order of first
+//! use), over the small [`Sql`] trait each database implements. Times are `BIGINT`
+//! microseconds since the Unix epoch (UTC), so they sort and compare the same in both.
+//!
+//! Migrations are numbered and recorded in `record_migrations`; every start applies the ones
+//! not yet applied, each in its own transaction. On PostgreSQL the migration (and archive)
+//! transactions take an advisory lock, so replicas starting together do not race.
+
+use chrono::{DateTime, NaiveDate, TimeZone, Utc};
+
+use super::{DecisionRecord, RecordError, RefusalKey, Target};
+
+/// A value going into or coming out of a query.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Val {
+    /// `TEXT` (or `NULL`).
+    Text(Option<String>),
+    /// `BIGINT` (or `NULL`).
+    Int(Option<i64>),
+}
+
+impl Val {
+    fn text(s: impl Into<String>) -> Val {
+        Val::Text(Some(s.into()))
+    }
+    fn int(i: i64) -> Val {
+        Val::Int(Some(i))
+    }
+    /// As text (`None` for `NULL` or a number).
+    pub fn as_text(&self) -> Option<&str> {
+        match self {
+            Val::Text(s) => s.as_deref(),
+            Val::Int(_) => None,
+        }
+    }
+    /// As a number (`None` for `NULL` or text).
+    pub fn as_int(&self) -> Option<i64> {
+        match self {
+            Val::Int(i) => *i,
+            Val::Text(_) => None,
+        }
+    }
+}
+
+/// The little a database must do for the record.
+pub trait Sql: Send {
+    /// Runs one statement with parameters; the rows it changed.
+    fn execute(&mut self, sql: &str, params: &[Val]) -> Result<u64, RecordError>;
+    /// Runs one query with parameters; its rows.
+    fn query(&mut self, sql: &str, params: &[Val]) -> Result<Vec<Vec<Val>>, RecordError>;
+    /// Runs statements without parameters (schema changes, `BEGIN`, `COMMIT`).
+    fn batch(&mut self, sql: &str) -> Result<(), RecordError>;
+    /// Starts a write transaction.
+    fn begin(&mut self) -> Result<(), RecordError>;
+    /// Within a transaction, waits for the record-wide lock `key` (PostgreSQL advisory lock;
+    /// SQLite's write transaction already excludes every other writer).
+    fn lock(&mut self, key: i64) -> Result<(), RecordError>;
+}
+
+fn unavailable(e: impl std::fmt::Display) -> RecordError {
+    RecordError::Unavailable(e.to_string())
+}
+
+// ------------------------------------------------------------------------------------------
+// SQLite
+// ------------------------------------------------------------------------------------------
+
+struct Sqlite(rusqlite::Connection);
+
+impl rusqlite::ToSql for Val {
+    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+        use rusqlite::types::{ToSqlOutput, Value, ValueRef};
+        Ok(match self {
+            Val::Text(Some(s)) => ToSqlOutput::Borrowed(ValueRef::Text(s.as_bytes())),
+            Val::Int(Some(i)) => ToSqlOutput::Owned(Value::Integer(*i)),
+            Val::Text(None) | Val::Int(None) => ToSqlOutput::Owned(Value::Null),
+        })
+    }
+}
+
+impl Sqlite {
+    fn open(path: &std::path::Path) -> Result<Sqlite, RecordError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| unavailable(format!("cannot create {}: {e}", dir.display())))?;
+        }
+        let conn = rusqlite::Connection::open(path).map_err(|e| unavailable(format!("cannot open {}: {e}", path.display())))?;
+        // WAL: readers do not block the writer. FULL: a commit is on disk before it returns,
+        // which is what "recorded before it is returned" means (group commit shares the fsync).
+        conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;").map_err(unavailable)?;
+        conn.busy_timeout(std::time::Duration::from_secs(10)).map_err(unavailable)?;
+        Ok(Sqlite(conn))
+    }
+}
+
+impl Sql for Sqlite {
+    fn execute(&mut self, sql: &str, params: &[Val]) -> Result<u64, RecordError> {
+        let mut st = self.0.prepare_cached(sql).map_err(unavailable)?;
+        st.execute(rusqlite::params_from_iter(params.iter())).map(|n| n as u64).map_err(unavailable)
+    }
+
+    fn query(&mut self, sql: &str, params: &[Val]) -> Result<Vec<Vec<Val>>, RecordError> {
+        use rusqlite::types::ValueRef;
+        let mut st = self.0.prepare_cached(sql).map_err(unavailable)?;
+        let n = st.column_count();
+        let rows = st
+            .query_map(rusqlite::params_from_iter(params.iter()), |row| {
+                (0..n)
+                    .map(|i| {
+                        Ok(match row.get_ref(i)? {
+                            ValueRef::Null => Val::Text(None),
+                            ValueRef::Integer(v) => Val::Int(Some(v)),
+                            ValueRef::Real(v) => Val::Int(Some(v as i64)),
+                            ValueRef::Text(t) | ValueRef::Blob(t) => Val::Text(Some(String::from_utf8_lossy(t).into_owned())),
+                        })
+                    })
+                    .collect::<rusqlite::Result<Vec<Val>>>()
+            })
+            .map_err(unavailable)?;
+        rows.collect::<rusqlite::Result<Vec<_>>>().map_err(unavailable)
+    }
+
+    fn batch(&mut self, sql: &str) -> Result<(), RecordError> {
+        self.0.execute_batch(sql).map_err(unavailable)
+    }
+
+    fn begin(&mut self) -> Result<(), RecordError> {
+        self.batch("BEGIN IMMEDIATE")
+    }
+
+    fn lock(&mut self, _key: i64) -> Result<(), RecordError> {
+        Ok(())
+    }
+}
+
+// ------------------------------------------------------------------------------------------
+// PostgreSQL
+// ------------------------------------------------------------------------------------------
+
+struct Pg {
+    client: postgres::Client,
+    statements: std::collections::HashMap<String, postgres::Statement>,
+}
+
+impl Pg {
+    fn open(url: &str) -> Result<Pg, RecordError> {
+        let client = postgres::Client::connect(url, postgres::NoTls).map_err(|e| unavailable(format!("cannot connect to PostgreSQL: {e}")))?;
+        Ok(Pg { client, statements: Default::default() })
+    }
+
+    fn statement(&mut self, sql: &str) -> Result<postgres::Statement, RecordError> {
+        if let Some(s) = self.statements.get(sql) {
+            return Ok(s.clone());
+        }
+        let s = self.client.prepare(sql).map_err(unavailable)?;
+        self.statements.insert(sql.to_string(), s.clone());
+        Ok(s)
+    }
+}
+
+fn pg_params(params: &[Val]) -> Vec<&(dyn postgres::types::ToSql + Sync)> {
+    params
+        .iter()
+        .map(|v| match v {
+            Val::Text(s) => s as &(dyn postgres::types::ToSql + Sync),
+            Val::Int(i) => i as &(dyn postgres::types::ToSql + Sync),
+        })
+        .collect()
+}
+
+impl Sql for Pg {
+    fn execute(&mut self, sql: &str, params: &[Val]) -> Result<u64, RecordError> {
+        let st = self.statement(sql)?;
+        self.client.execute(&st, &pg_params(params)).map_err(unavailable)
+    }
+
+    fn query(&mut self, sql: &str, params: &[Val]) -> Result<Vec<Vec<Val>>, RecordError> {
+        use postgres::types::Type;
+        let st = self.statement(sql)?;
+        let rows = self.client.query(&st, &pg_params(params)).map_err(unavailable)?;
+        rows.iter()
+            .map(|row| {
+                (0..row.len())
+                    .map(|i| {
+                        let ty = row.columns()[i].type_();
+                        Ok(if *ty == Type::INT8 {
+                            Val::Int(row.try_get::<_, Option<i64>>(i).map_err(unavailable)?)
+                        } else if *ty == Type::INT4 {
+                            Val::Int(row.try_get::<_, Option<i32>>(i).map_err(unavailable)?.map(i64::from))
+                        } else {
+                            Val::Text(row.try_get::<_, Option<String>>(i).map_err(unavailable)?)
+                        })
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
+    fn batch(&mut self, sql: &str) -> Result<(), RecordError> {
+        self.client.batch_execute(sql).map_err(unavailable)
+    }
+
+    fn begin(&mut self) -> Result<(), RecordError> {
+        self.batch("BEGIN")
+    }
+
+    fn lock(&mut self, key: i64) -> Result<(), RecordError> {
+        self.query("SELECT CAST(pg_advisory_xact_lock($1) AS TEXT)", &[Val::int(key)]).map(|_| ())
+    }
+}
+
+// ------------------------------------------------------------------------------------------
+// The schema
+// ------------------------------------------------------------------------------------------
+
+/// Advisory lock held while migrating.
+const MIGRATION_LOCK: i64 = 0x00c0_de13;
+/// Advisory lock held while archiving a revision (so replicas agree on lifetimes).
+pub(super) const ARCHIVE_LOCK: i64 = 0x00c0_de14;
+
+/// The migrations, in order: (version, name, statements). Never edit one that has shipped; add
+/// the next.
+pub const MIGRATIONS: &[(i64, &str, &str)] = &[(
+    1,
+    "decision record, refusal counts, revision archive",
+    "
+CREATE TABLE decisions (
+    decision_id   TEXT PRIMARY KEY,
+    partnership   TEXT NOT NULL,
+    kind          TEXT NOT NULL,
+    outcome       TEXT NOT NULL,
+    revision      TEXT NOT NULL,
+    decided_at    BIGINT NOT NULL,
+    today         TEXT NOT NULL,
+    case_ref_hash TEXT,
+    caller        TEXT NOT NULL,
+    facts         TEXT NOT NULL,
+    decision      TEXT NOT NULL
+);
+CREATE INDEX decisions_by_time ON decisions (decided_at, decision_id);
+CREATE INDEX decisions_by_partnership ON decisions (partnership, kind, decided_at);
+CREATE INDEX decisions_by_case_ref ON decisions (case_ref_hash);
+CREATE TABLE refusals (
+    day         TEXT NOT NULL,
+    partnership TEXT NOT NULL,
+    kind        TEXT NOT NULL,
+    code        TEXT NOT NULL,
+    count       BIGINT NOT NULL,
+    PRIMARY KEY (day, partnership, kind, code)
+);
+CREATE TABLE blobs (
+    sha256  TEXT PRIMARY KEY,
+    content TEXT NOT NULL
+);
+CREATE TABLE revisions (
+    partnership TEXT NOT NULL,
+    revision    TEXT NOT NULL,
+    manifest    TEXT NOT NULL,
+    archived_at BIGINT NOT NULL,
+    PRIMARY KEY (partnership, revision)
+);
+CREATE TABLE revision_periods (
+    partnership TEXT NOT NULL,
+    revision    TEXT NOT NULL,
+    live_from   BIGINT NOT NULL,
+    replaced_at BIGINT,
+    PRIMARY KEY (partnership, live_from, revision)
+);
+",
+)];
+
+/// Microseconds since the Unix epoch.
+pub fn micros(t: DateTime<Utc>) -> i64 {
+    t.timestamp_micros()
+}
+
+/// Back from microseconds since the Unix epoch.
+pub fn from_micros(m: i64) -> DateTime<Utc> {
+    Utc.timestamp_micros(m).single().unwrap_or_default()
+}
+
+/// A filter for [`Db::list`]: every field given must match.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Filter {
+    /// Partnership id.
+    pub partnership: Option<String>,
+    /// Decision kind.
+    pub kind: Option<String>,
+    /// Outcome code.
+    pub outcome: Option<String>,
+    /// Keyed hash of the `case_ref` (hash it with [`super::CaseRefKey::hash`] first).
+    pub case_ref_hash: Option<String>,
+    /// Decided at or after.
+    pub after: Option<DateTime<Utc>>,
+    /// Decided before.
+    pub before: Option<DateTime<Utc>>,
+}
+
+/// One page of decisions, newest first.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Page {
+    /// The decisions.
+    pub records: Vec<DecisionRecord>,
+    /// The token for the next page (`None` on the last).
+    pub next: Option<String>,
+}
+
+/// One period a revision was live.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct RevisionPeriod {
+    /// The revision.
+    pub revision: String,
+    /// When it went live.
+    pub live_from: DateTime<Utc>,
+    /// When another revision replaced it (`None` while live).
+    pub replaced_at: Option<DateTime<Utc>>,
+    /// Files added since the revision before it.
+    pub added: Vec<String>,
+    /// Files removed since the revision before it.
+    pub removed: Vec<String>,
+    /// Files changed since the revision before it.
+    pub changed: Vec<String>,
+    /// Decisions recorded with it.
+    pub decisions: i64,
+}
+
+/// A connection to the record, with every query the record makes.
+pub struct Db {
+    pub(super) sql: Box<dyn Sql>,
+}
+
+impl std::fmt::Debug for Db {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Db")
+    }
+}
+
+/// Most decisions one `INSERT` statement carries.
+const ROWS_PER_INSERT: usize = 64;
+
+const COLUMNS: &str = "decision_id, decided_at, today, facts, decision, caller, case_ref_hash";
+
+fn row_to_record(row: &[Val]) -> Result<DecisionRecord, RecordError> {
+    let text = |i: usize| row.get(i).and_then(Val::as_text).unwrap_or_default().to_string();
+    let bad = |what: &str, e: &dyn std::fmt::Display| RecordError::Unavailable(format!("a recorded {what} cannot be read: {e}"));
+    Ok(DecisionRecord {
+        decision_id: text(0),
+        decided_at: from_micros(row.get(1).and_then(Val::as_int).unwrap_or_default()),
+        today: NaiveDate::parse_from_str(&text(2), "%Y-%m-%d").map_err(|e| bad("date", &e))?,
+        facts: serde_json::from_str(&text(3)).map_err(|e| bad("facts", &e))?,
+        decision: serde_json::from_str(&text(4)).map_err(|e| bad("decision", &e))?,
+        caller: text(5),
+        case_ref_hash: row.get(6).and_then(Val::as_text).map(str::to_string),
+    })
+}
+
+impl Db {
+    /// Opens the record at `target` and applies any migration not yet applied.
+    pub fn open(target: &Target) -> Result<Db, RecordError> {
+        let sql: Box<dyn Sql> = match target {
+            Target::Sqlite(p) => Box::new(Sqlite::open(p)?),
+            Target::Postgres(url) => Box::new(Pg::open(url)?),
+        };
+        let mut db = Db { sql };
+        db.migrate()?;
+        Ok(db)
+    }
+
+    /// Runs `f` in a write transaction: committed if it succeeds, rolled back if not.
+    pub fn transaction<T>(&mut self, f: impl FnOnce(&mut Db) -> Result<T, RecordError>) -> Result<T, RecordError> {
+        self.sql.begin()?;
+        match f(self) {
+            Ok(v) => {
+                if let Err(e) = self.sql.batch("COMMIT") {
+                    let _ = self.sql.batch("ROLLBACK");
+                    return Err(e);
+                }
+                Ok(v)
+            }
+            Err(e) => {
+                let _ = self.sql.batch("ROLLBACK");
+                Err(e)
+            }
+        }
+    }
+
+    /// The migration versions applied.
+    pub fn applied(&mut self) -> Result<Vec<i64>, RecordError> {
+        Ok(self.sql.query("SELECT version FROM record_migrations ORDER BY version", &[])?.iter().filter_map(|r| r[0].as_int()).collect())
+    }
+
+    fn migrate(&mut self) -> Result<(), RecordError> {
+        self.transaction(|db| {
+            db.sql.lock(MIGRATION_LOCK)?;
+            db.sql.batch("CREATE TABLE IF NOT EXISTS record_migrations (version BIGINT PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)")?;
+            let applied = db.applied()?;
+            for (version, name, statements) in MIGRATIONS {
+                if applied.contains(version) {
+                    continue;
+                }
+                db.sql.batch(statements)?;
+                db.sql.execute(
+                    "INSERT INTO record_migrations (version, name, applied_at) VALUES ($1, $2, $3)",
+                    &[Val::int(*version), Val::text(*name), Val::int(micros(crate::clock::now()))],
+                )?;
+                tracing::info!(version, name, "decision record migrated");
+            }
+            Ok(())
+        })
+    }
+
+    /// Inserts decisions and adds refusal counts (inside the caller's transaction). A decision
+    /// already recorded (same id) is left as it is.
+    pub fn insert(&mut self, records: &[&DecisionRecord], refusals: &[(RefusalKey, u64)]) -> Result<(), RecordError> {
+        // Multi-row inserts, up to ROWS_PER_INSERT rows a statement: one round trip for many
+        // decisions (PostgreSQL), one statement to step (SQLite).
+        for chunk in records.chunks(ROWS_PER_INSERT) {
+            let mut params = Vec::with_capacity(chunk.len() * 11);
+            let mut rows = Vec::with_capacity(chunk.len());
+            for r in chunk {
+                let d = &r.decision;
+                let first = params.len() + 1;
+                rows.push(format!("({})", (first..first + 11).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")));
+                params.extend([
+                    Val::text(&r.decision_id),
+                    Val::text(&d.partnership),
+                    Val::text(&d.kind),
+                    Val::text(&d.outcome),
+                    Val::text(&d.rules_revision),
+                    Val::int(micros(r.decided_at)),
+                    Val::text(r.today.format("%Y-%m-%d").to_string()),
+                    Val::Text(r.case_ref_hash.clone()),
+                    Val::text(&r.caller),
+                    Val::text(r.facts.to_string()),
+                    Val::text(serde_json::to_string(d).map_err(unavailable)?),
+                ]);
+            }
+            self.sql.execute(
+                &format!(
+                    "INSERT INTO decisions (decision_id, partnership, kind, outcome, revision, decided_at, today, case_ref_hash, caller, facts, decision) \
+                     VALUES {} ON CONFLICT (decision_id) DO NOTHING",
+                    rows.join(", ")
+                ),
+                &params,
+            )?;
+        }
+        for (k, n) in refusals {
+            self.sql.execute(
+                "INSERT INTO refusals (day, partnership, kind, code, count) VALUES ($1, $2, $3, $4, $5) \
+                 ON CONFLICT (day, partnership, kind, code) DO UPDATE SET count = refusals.count + excluded.count",
+                &[Val::text(k.day.format("%Y-%m-%d").to_string()), Val::text(&k.partnership), Val::text(&k.kind), Val::text(&k.code), Val::int(i64::try_from(*n).unwrap_or(i64::MAX))],
+            )?;
+        }
+        Ok(())
+    }
+
+    /// The decision with id `id`.
+    pub fn get(&mut self, id: &str) -> Result<Option<DecisionRecord>, RecordError> {
+        let rows = self.sql.query(&format!("SELECT {COLUMNS} FROM decisions WHERE decision_id = $1"), &[Val::text(id)])?;
+        rows.first().map(|r| row_to_record(r)).transpose()
+    }
+
+    /// Decisions matching `filter`, newest first, `size` at most per page, from `token`.
+    pub fn list(&mut self, filter: &Filter, size: usize, token: Option<&str>) -> Result<Page, RecordError> {
+        let mut clauses = Vec::new();
+        let mut params = Vec::new();
+        let mut add = |clause: &str, v: Val, params: &mut Vec<Val>| {
+            params.push(v);
+            clauses.push(clause.replace('?', &format!("${}", params.len())));
+        };
+        if let Some(p) = &filter.partnership {
+            add("partnership = ?", Val::text(p), &mut params);
+        }
+        if let Some(k) = &filter.kind {
+            add("kind = ?", Val::text(k), &mut params);
+        }
+        if let Some(o) = &filter.outcome {
+            add("outcome = ?", Val::text(o), &mut params);
+        }
+        if let Some(h) = &filter.case_ref_hash {
+            add("case_ref_hash = ?", Val::text(h), &mut params);
+        }
+        if let Some(t) = filter.after {
+            add("decided_at >= ?", Val::int(micros(t)), &mut params);
+        }
+        if let Some(t) = filter.before {
+            add("decided_at < ?", Val::int(micros(t)), &mut params);
+        }
+        if let Some(token) = token.filter(|t| !t.is_empty()) {
+            let (at, id) = token
+                .split_once(':')
+                .and_then(|(a, id)| a.parse::<i64>().ok().map(|a| (a, id.to_string())))
+                .ok_or_else(|| RecordError::InvalidArgument("page_token is not a token this service gave".into()))?;
+            params.push(Val::int(at));
+            let n = params.len();
+            params.push(Val::text(id));
+            clauses.push(format!("(decided_at < ${n} OR (decided_at = ${n} AND decision_id < ${}))", n + 1));
+        }
+        let size = size.clamp(1, 1000);
+        let where_ = if clauses.is_empty() { String::new() } else { format!("WHERE {}", clauses.join(" AND ")) };
+        let sql = format!("SELECT {COLUMNS} FROM decisions {where_} ORDER BY decided_at DESC, decision_id DESC LIMIT {}", size + 1);
+        let rows = self.sql.query(&sql, &params)?;
+        let mut records = rows.iter().map(|r| row_to_record(r)).collect::<Result<Vec<_>, _>>()?;
+        let next = if records.len() > size {
+            records.truncate(size);
+            records.last().map(|r| format!("{}:{}", micros(r.decided_at), r.decision_id))
+        } else {
+            None
+        };
+        Ok(Page { records, next })
+    }
+
+    /// Decisions (of `partnership`, or all) decided at or after `since`, oldest first, at most
+    /// `limit`.
+    pub fn since(&mut self, partnership: Option<&str>, since: DateTime<Utc>, limit: usize) -> Result<Vec<DecisionRecord>, RecordError> {
+        let (sql, params) = match partnership {
+            Some(p) => (
+                format!("SELECT {COLUMNS} FROM decisions WHERE partnership = $1 AND decided_at >= $2 ORDER BY decided_at, decision_id LIMIT {limit}"),
+                vec![Val::text(p), Val::int(micros(since))],
+            ),
+            None => (format!("SELECT {COLUMNS} FROM decisions WHERE decided_at >= $1 ORDER BY decided_at, decision_id LIMIT {limit}"), vec![Val::int(micros(since))]),
+        };
+        self.sql.query(&sql, &params)?.iter().map(|r| row_to_record(r)).collect()
+    }
+
+    /// How many decisions are recorded with each id in `ids` (0 for one not recorded).
+    pub fn count_ids(&mut self, ids: &[String]) -> Result<Vec<i64>, RecordError> {
+        ids.iter()
+            .map(|id| {
+                let rows = self.sql.query("SELECT COUNT(*) FROM decisions WHERE decision_id = $1", &[Val::text(id)])?;
+                Ok(rows.first().and_then(|r| r[0].as_int()).unwrap_or_default())
+            })
+            .collect()
+    }
+
+    /// Every recorded decision id.
+    pub fn all_ids(&mut self) -> Result<Vec<String>, RecordError> {
+        Ok(self.sql.query("SELECT decision_id FROM decisions", &[])?.iter().filter_map(|r| r[0].as_text().map(str::to_string)).collect())
+    }
+
+    /// Refusal counts: (day, partnership, kind, code, count), newest day first.
+    pub fn refusals(&mut self) -> Result<Vec<(RefusalKey, i64)>, RecordError> {
+        let rows = self.sql.query("SELECT day, partnership, kind, code, count FROM refusals ORDER BY day DESC, partnership, kind, code", &[])?;
+        Ok(rows
+            .iter()
+            .filter_map(|r| {
+                let day = NaiveDate::parse_from_str(r[0].as_text()?, "%Y-%m-%d").ok()?;
+                let key = RefusalKey { day, partnership: r[1].as_text()?.to_string(), kind: r[2].as_text()?.to_string(), code: r[3].as_text()?.to_string() };
+                Some((key, r[4].as_int().unwrap_or_default()))
+            })
+            .collect())
+    }
+
+    /// How many decisions (and refusal-count rows) are older than `cutoff`; with `delete`,
+    /// deletes them. The revision archive is kept: it is small, and a replay of a decision still
+    /// recorded may need any revision.
+    pub fn purge(&mut self, cutoff: DateTime<Utc>, delete: bool) -> Result<(i64, i64), RecordError> {
+        let day = cutoff.date_naive().format("%Y-%m-%d").to_string();
+        let count = |db: &mut Db, sql: &str, v: Val| -> Result<i64, RecordError> {
+            Ok(db.sql.query(sql, &[v])?.first().and_then(|r| r[0].as_int()).unwrap_or_default())
+        };
+        let decisions = count(self, "SELECT COUNT(*) FROM decisions WHERE decided_at < $1", Val::int(micros(cutoff)))?;
+        let refusals = count(self, "SELECT COUNT(*) FROM refusals WHERE day < $1", Val::text(day.clone()))?;
+        if delete {
+            self.transaction(|db| {
+                db.sql.execute("DELETE FROM decisions WHERE decided_at < $1", &[Val::int(micros(cutoff))])?;
+                db.sql.execute("DELETE FROM refusals WHERE day < $1", &[Val::text(day)])?;
+                Ok(())
+            })?;
+        }
+        Ok((decisions, refusals))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sqlite_migrates_once_and_reopens() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let target = Target::Sqlite(dir.path().join("r.sqlite"));
+        let mut db = Db::open(&target).expect("open");
+        assert_eq!(db.applied().expect("applied"), vec![1]);
+        drop(db);
+        let mut db = Db::open(&target).expect("reopen");
+        assert_eq!(db.applied().expect("applied"), vec![1]);
+        assert!(db.get("nope").expect("get").is_none());
+        let page = db.list(&Filter::default(), 10, None).expect("list");
+        assert!(page.records.is_empty() && page.next.is_none());
+        assert!(matches!(db.list(&Filter::default(), 10, Some("garbage")), Err(RecordError::InvalidArgument(_))));
+    }
+
+    fn record(id: &str, outcome: &str, at: DateTime<Utc>) -> DecisionRecord {
+        DecisionRecord {
+            decision_id: id.into(),
+            decided_at: at,
+            today: at.date_naive(),
+            facts: serde_json::json!({"age": 14}),
+            decision: crate::model::Decision {
+                partnership: "york".into(),
+                kind: "child_invitation".into(),
+                outcome: outcome.into(),
+                summary: "s".into(),
+                reasons: Vec::new(),
+                actions: Vec::new(),
+                rules_revision: "r1".into(),
+                as_of_defaulted: None,
+                details: Default::default(),
+            },
+            caller: "anonymous".into(),
+            case_ref_hash: Some("h".into()),
+        }
+    }
+
+    #[test]
+    fn sqlite_insert_get_list_page_and_purge() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let mut db = Db::open(&Target::Sqlite(dir.path().join("r.sqlite"))).expect("open");
+        let now = chrono::SubsecRound::trunc_subsecs(crate::clock::now(), 6);
+        let old = now - chrono::Duration::days(400);
+        let rows: Vec<DecisionRecord> = (0..130).map(|i| record(&format!("id-{i:03}"), if i % 2 == 0 { "invite" } else { "represent_views" }, now - chrono::Duration::seconds(i))).collect();
+        let refs: Vec<&DecisionRecord> = rows.iter().collect();
+        let refusal = RefusalKey { day: now.date_naive(), partnership: "york".into(), kind: "child_invitation".into(), code: "INVALID_ARGUMENT".into() };
+        db.transaction(|db| db.insert(&refs, &[(refusal.clone(), 2)])).expect("insert");
+        // The same ids again change nothing; refusal counts add up.
+        db.transaction(|db| db.insert(&refs[..3], &[(refusal.clone(), 1)])).expect("insert again");
+        let very_old = record("old", "invite", old);
+        db.transaction(|db| db.insert(&[&very_old], &[])).expect("insert old");
+        assert_eq!(db.all_ids().expect("ids").len(), 131);
+        assert_eq!(db.get("id-007").expect("get").expect("found"), rows[7]);
+        assert_eq!(db.refusals().expect("refusals"), vec![(refusal, 3)]);
+
+        let filter = Filter { outcome: Some("invite".into()), after: Some(now - chrono::Duration::days(1)), ..Filter::default() };
+        let mut seen = Vec::new();
+        let mut token = None;
+        loop {
+            let page = db.list(&filter, 20, token.as_deref()).expect("page");
+            seen.extend(page.records.iter().map(|r| r.decision_id.clone()));
+            match page.next {
+                Some(t) => token = Some(t),
+                None => break,
+            }
+        }
+        assert_eq!(seen.len(), 65, "every even one, once");
+        assert_eq!(seen[0], "id-000", "newest first");
+        assert_eq!(db.purge(now - chrono::Duration::days(365), false).expect("dry run"), (1, 0));
+        assert_eq!(db.all_ids().expect("ids").len(), 131, "a dry run deletes nothing");
+        db.purge(now - chrono::Duration::days(365), true).expect("purge");
+        assert!(db.get("old").expect("get").is_none());
+        assert_eq!(db.all_ids().expect("ids").len(), 130);
+    }
+}
