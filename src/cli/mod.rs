@@ -598,7 +598,9 @@ fn save_new_case(
     std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     std::fs::write(&path, &text).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
     let line = text.lines().enumerate().filter(|(_, l)| l.trim() == "[[case]]").last().map_or(1, |(i, _)| i + 1);
-    Ok(format!("saved as case `{name}` at {}:{line}; run `cpc-rules test {id}` to check it", path.display()))
+    // Name the folder when it is not the default, or the hint would test the live rules instead.
+    let rules = if root == Path::new("rules") { String::new() } else { format!("--rules {} ", root.display()) };
+    Ok(format!("saved as case `{name}` at {}:{line}; run `cpc-rules test {rules}{id}` to check it", path.display()))
 }
 
 fn compare(root: &Path, kind: &str, facts: Option<&Path>, json: bool) -> u8 {

@@ -165,7 +165,9 @@ pub fn run(args: &StatusArgs) -> u8 {
             continue;
         }
         let since = loaded.map(|t| format!("live since {} ({})", t.format("%Y-%m-%d %H:%M:%S UTC"), ago(t))).unwrap_or_default();
-        let mark = if failure.is_some() { "✘" } else { "✔" };
+        // Saved but not (yet) live: not a tick, whatever the service says of the revision it has.
+        let pending = failure.is_none() && disk.as_ref().is_some_and(|d| *d != p.revision);
+        let mark = if failure.is_some() { "✘" } else if pending { "…" } else { "✔" };
         println!("{mark} {}: revision {} {since}", p.id, p.revision);
         match &disk {
             Some(d) if *d == p.revision => println!("    the rules on disk ({}) are the ones live", args.rules.rules.join(&p.id).display()),
