@@ -323,20 +323,41 @@ async fn the_console_refuses_to_listen_off_loopback_without_tls_and_a_login() {
 }
 
 #[tokio::test]
-async fn serve_all_runs_the_console_beside_grpc() {
+async fn serve_all_runs_the_console_beside_grpc_and_looks_decisions_up_in_the_record() {
     use cpc_rules::grpc::server::{ServerOptions, serve_all};
+    use cpc_rules::record::{Record, RecordConfig, Target};
+    let dir = tempfile::tempdir().expect("tmp");
+    let record = Record::open(RecordConfig::new(Target::Sqlite(dir.path().join("record.sqlite")))).expect("record");
+    let options = ServerOptions { record: Some(record), ..ServerOptions::default() };
     let grpc = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let console = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let port = console.local_addr().expect("addr").port();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(async move {
-        serve_all(grpc, None, Some(console), store(), &ServerOptions::default(), async move {
+        serve_all(grpc, None, Some(console), store(), &options, async move {
             let _ = rx.await;
         })
         .await
     });
-    let r = client().get(format!("http://127.0.0.1:{port}/v1/partnerships")).send().await.expect("api");
+    let base = format!("http://127.0.0.1:{port}");
+    let http = client();
+    let r = http.get(format!("{base}/v1/partnerships")).send().await.expect("api");
     assert_eq!(r.status(), StatusCode::OK);
+
+    // A decision over HTTP is in the record: the console finds it by id and replays it.
+    let facts = json!({"role": "parent", "session": "whole", "wishes_to_give_views": true, "intends_to_attend": false});
+    let d: Value = http.post(format!("{base}/v1/partnerships/york/decisions/attendance")).json(&facts).send().await.expect("decide").json().await.expect("json");
+    let id = d["decisionId"].as_str().expect("id").to_string();
+    let page = http.get(format!("{base}/decisions?id={id}")).send().await.expect("lookup");
+    assert_eq!(page.status(), StatusCode::OK);
+    let html = page.text().await.expect("html");
+    assert!(html.contains(&id) && html.contains("Replay with today"), "{html}");
+    let r = http.post(format!("{base}/decisions/replay")).form(&[("_csrf", csrf(&html).as_str()), ("id", id.as_str())]).send().await.expect("replay");
+    assert_eq!(r.status(), StatusCode::OK);
+    let html = r.text().await.expect("html");
+    assert!(html.contains("rules make the same decision"), "replayed: {html}");
+    let missing = http.get(format!("{base}/decisions?id=00000000-0000-4000-8000-000000000000")).send().await.expect("lookup");
+    assert!(missing.text().await.expect("html").contains("No decision with that id"), "an unknown id is said to be unknown");
     let _ = tx.send(());
     tokio::time::timeout(Duration::from_secs(15), server).await.expect("stops").expect("joins").expect("serves");
 }

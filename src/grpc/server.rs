@@ -361,7 +361,10 @@ pub async fn serve_all(
             request_timeout: options.request_timeout,
             max_request_bytes: options.max_request_bytes,
             limits: Arc::new(crate::http::limits::HttpLimits::new(global_rate, options.rate_limit_per_connection)),
-            ..crate::http::ConsoleConfig::default()
+            lookup: match &options.record {
+                Some(record) => Arc::new(crate::http::lookup::RecordLookup(Arc::clone(record))),
+                None => Arc::new(crate::http::lookup::NoRecord),
+            },
         };
         tokio::spawn(crate::http::serve(l, console_decider, config, async move {
             let _ = stop.wait_for(|stopped| *stopped).await;

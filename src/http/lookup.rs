@@ -1,8 +1,9 @@
 //! Finding a decision again by its id, for the console's "Look up a decision" page.
 //!
-//! The decision record (`src/record/`) is being built separately. The console is written
-//! against this small trait so the record can be plugged in when it exists; until then the
-//! server uses [`NoRecord`], and the page says plainly that no record is configured.
+//! The console is written against this small trait rather than the record itself, so it can be
+//! served (and tested) without one: a server with a decision record ([`crate::record`]) looks
+//! decisions up there ([`RecordLookup`]); one run with `--record off` uses [`NoRecord`], and the
+//! page says plainly that no record is configured.
 
 use serde_json::Value;
 
@@ -39,5 +40,19 @@ pub struct NoRecord;
 impl DecisionLookup for NoRecord {
     fn find(&self, _id: &str) -> Result<Option<RecordedDecision>, LookupError> {
         Err(LookupError::NotConfigured)
+    }
+}
+
+/// Decisions found in the server's decision record.
+#[derive(Debug, Clone)]
+pub struct RecordLookup(pub std::sync::Arc<crate::record::Record>);
+
+impl DecisionLookup for RecordLookup {
+    fn find(&self, id: &str) -> Result<Option<RecordedDecision>, LookupError> {
+        let found = self.0.with_db(|db| db.get(id)).map_err(|e| LookupError::Unavailable(e.to_string()))?;
+        Ok(found.map(|r| {
+            let issued = crate::model::IssuedDecision { decision_id: r.decision_id, decided_at: r.decided_at, decision: r.decision };
+            RecordedDecision { decision: crate::http::json::Decision::from(crate::grpc::pb::Decision::from(issued)), facts: r.facts }
+        }))
     }
 }
