@@ -59,8 +59,11 @@ def free_port():
 def start_server(binary, rules):
     port = free_port()
     target = f"127.0.0.1:{port}"
-    proc = subprocess.Popen([binary, "serve", "--addr", target, "--no-watch", "--rules", rules],
-                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # Default options, so the decision record is on: run in a scratch folder so its SQLite file
+    # (created in the working directory) lands there, not in the checkout.
+    scratch = tempfile.mkdtemp(prefix="cpc-burst-")
+    proc = subprocess.Popen([os.path.abspath(binary), "serve", "--addr", target, "--no-watch", "--rules", os.path.abspath(rules)],
+                            cwd=scratch, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 20
     while time.time() < deadline:
         try:
