@@ -1,7 +1,8 @@
 //! Guards that hold for every partnership and every kind, on generated facts rather than
 //! hand-picked ones (issue 10 §5): whatever the facts, a person who will not come is never
 //! told to attend; a partnership's attendance and child-invitation decisions agree about the
-//! same child; and no dated action falls on a weekend or a bank holiday.
+//! same child; no dated action falls on a weekend or a bank holiday; and a due date in a year
+//! whose bank holidays are provisional or projected says it may move.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -133,6 +134,29 @@ fn no_dated_action_falls_on_a_weekend_or_bank_holiday() {
                                     && !calendar.is_bank_holiday(due).unwrap_or(false);
                                 let explained = d.reasons.iter().any(|r| r.rule_id.ends_with("non-working-day"));
                                 prop_assert!(working || explained, "{id}/{kind}: {} due {due} on a non-working day for {f}", a.code);
+                            }
+                        }
+                    }
+                    Ok(())
+                })
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
+    }
+}
+
+#[test]
+fn a_due_date_in_a_provisional_year_says_it_may_move() {
+    let calendar = cpc_rules::calendar::Calendar::from_toml(include_str!("../rules/calendar/bank-holidays.toml")).expect("calendar");
+    for (id, set) in sets() {
+        for kind in ["plan_type", "timescales", "attendance"] {
+            let schema = set.vocabulary().kind(kind).cloned().expect("kind");
+            runner()
+                .run(&facts(&schema), |f| {
+                    if let Some(d) = decide(&set, kind, f.clone()) {
+                        for a in &d.actions {
+                            if let Some(due) = a.due_date.filter(|due| calendar.is_provisional(*due)) {
+                                let said = d.reasons.iter().any(|r| r.rule_id.contains("provisional"));
+                                prop_assert!(said, "{id}/{kind}: {} due {due} in a provisional year, not said, for {f}", a.code);
                             }
                         }
                     }
