@@ -317,6 +317,7 @@ pub fn check_cases(set: &RuleSet, cases: Vec<Case>, sources: &[SourceFile]) -> (
     (ok, problems)
 }
 
+/// One case run against a rule set: what came out, and how it differed from what was expected.
 #[derive(Debug, Clone, Serialize)]
 pub struct CaseResult {
     /// The case.

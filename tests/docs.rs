@@ -1,6 +1,9 @@
 //! Documentation that is generated from, or must agree with, the code and rules: a test fails
 //! the moment one drifts. Regenerate with `cpc-rules matrix` and `cpc-rules helpers`.
 
+// Test crates share helper modules (`tests/support`), whose items must stay `pub`.
+#![allow(unreachable_pub)]
+
 use std::path::Path;
 
 use cpc_rules::facts::Kind;

@@ -5,6 +5,9 @@
 //! or whose files change under a reload, build a small rules folder of their own (see
 //! [`support::fixture_rules`]) with the real `actions.toml`, calendar and shared helpers.
 
+// Test crates share helper modules (`tests/support`), whose items must stay `pub`.
+#![allow(unreachable_pub)]
+
 #[path = "support/mod.rs"]
 mod common;
 

@@ -7,6 +7,9 @@
 //! Each run's time and peak RSS (from `wait4`) are printed (`--nocapture`) for
 //! `docs/reliability.md`; they are reported, not asserted.
 
+// Test crates share helper modules (`tests/support`), whose items must stay `pub`.
+#![allow(unreachable_pub)]
+
 use std::io::Read;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};

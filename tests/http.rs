@@ -3,6 +3,9 @@
 //! served OpenAPI document with `jsonschema`; the console's forms, CSRF protection, login,
 //! security headers, and errors tied to their fields; TLS with a certificate made here.
 
+// Test crates share helper modules (`tests/support`), whose items must stay `pub`.
+#![allow(unreachable_pub)]
+
 use std::sync::Arc;
 use std::time::Duration;
 

@@ -4,6 +4,9 @@
 //! This is its own test binary because it installs the process-wide log subscriber: a
 //! per-thread subscriber misses events whose call sites other tests' threads registered first.
 
+// Test crates share helper modules (`tests/support`), whose items must stay `pub`.
+#![allow(unreachable_pub)]
+
 mod support;
 
 use std::sync::{Arc, OnceLock};

@@ -4,6 +4,9 @@
 //! same child; no dated action falls on a weekend or a bank holiday; and a due date in a year
 //! whose bank holidays are provisional or projected says it may move.
 
+// Test crates share helper modules (`tests/support`), whose items must stay `pub`.
+#![allow(unreachable_pub)]
+
 use std::collections::BTreeMap;
 use std::path::Path;
 

@@ -15,6 +15,9 @@
 //! PostgreSQL is not reachable these tests FAIL, unless `CPC_SKIP_POSTGRES=1`, when they print a
 //! loud `SKIPPED` line instead.
 
+// Test crates share helper modules (`tests/support`), whose items must stay `pub`.
+#![allow(unreachable_pub)]
+
 mod support;
 
 use std::path::{Path, PathBuf};

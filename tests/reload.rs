@@ -4,6 +4,9 @@
 //! with file and line by `cpc-rules check`/`test`, refused by the running server (shown in
 //! `ListPartnerships`), and the old revision keeps answering.
 
+// Test crates share helper modules (`tests/support`), whose items must stay `pub`.
+#![allow(unreachable_pub)]
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;

@@ -1,6 +1,9 @@
 //! Runs every partnership's test cases (`rules/<id>/tests/*.toml`) through the real engine:
 //! the same files `cpc-rules test` runs for policy leads.
 
+// Test crates share helper modules (`tests/support`), whose items must stay `pub`.
+#![allow(unreachable_pub)]
+
 use std::path::Path;
 
 use cpc_rules::engine::Limits;

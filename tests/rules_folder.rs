@@ -5,6 +5,9 @@
 //! last failure; and reloading each hostile probe is refused without raising peak memory by more
 //! than 64 MiB.
 
+// Test crates share helper modules (`tests/support`), whose items must stay `pub`.
+#![allow(unreachable_pub)]
+
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -3,6 +3,9 @@
 //! with the message and help, the table gives. A policy lead reads these messages; they must
 //! point to the fix, not to where the parser happened to give up.
 
+// Test crates share helper modules (`tests/support`), whose items must stay `pub`.
+#![allow(unreachable_pub)]
+
 use std::path::Path;
 
 use cpc_rules::engine::{Limits, RuleSet, SourceFile};

@@ -2,6 +2,9 @@
 //! in-process collector on `127.0.0.1:0`, and the spans carry partnership, kind, outcome and
 //! revision — never the `case_ref` or any fact.
 
+// Test crates share helper modules (`tests/support`), whose items must stay `pub`.
+#![allow(unreachable_pub)]
+
 mod support;
 
 use std::sync::{Arc, Mutex};

@@ -18,7 +18,7 @@ use super::{OK, RULE_PROBLEMS, RulesArg};
 
 /// `cpc-rules assumptions` arguments.
 #[derive(clap::Args, Clone)]
-pub struct AssumptionsArgs {
+pub(super) struct AssumptionsArgs {
     #[command(flatten)]
     rules: RulesArg,
     /// Only these partnerships (default: all).
@@ -30,7 +30,7 @@ pub struct AssumptionsArgs {
 
 /// One assumption of one partnership.
 #[derive(Debug, Clone, Serialize)]
-pub struct Assumption {
+pub(super) struct Assumption {
     /// Partnership id.
     pub partnership: String,
     /// Rule id.
@@ -91,7 +91,7 @@ fn sites(path: &str, text: &str) -> Result<Vec<Site>, String> {
 }
 
 /// The register for the `only` partnerships (all when empty).
-pub fn register(root: &Path, ids: &[String]) -> Result<Vec<Assumption>, String> {
+pub(super) fn register(root: &Path, ids: &[String]) -> Result<Vec<Assumption>, String> {
     let mut out = Vec::new();
     let mut folder = Folder::new(root);
     let inputs: Vec<super::impact::Input> = {
@@ -173,7 +173,7 @@ pub fn register(root: &Path, ids: &[String]) -> Result<Vec<Assumption>, String> 
 }
 
 /// Prints the register.
-pub fn run(args: &AssumptionsArgs) -> u8 {
+pub(super) fn run(args: &AssumptionsArgs) -> u8 {
     let root = &args.rules.rules;
     let ids = match super::selected(root, &args.partnerships) {
         Ok(ids) => ids,

@@ -12,7 +12,7 @@ use cpc_rules::model::Decision;
 use toml_edit::{Array, DocumentMut, InlineTable, Item, Value};
 
 /// One expected value to change: the `expect` key, its old value and the new one (as TOML).
-pub struct Change {
+pub(super) struct Change {
     /// The key under `expect`.
     pub key: &'static str,
     /// What the file says now.
@@ -88,7 +88,7 @@ fn show_strings(a: &[String]) -> String {
 
 /// What would change in `case`'s `expect` to match `d`: only keys the case already checks, and
 /// only where they differ.
-pub fn changes(expect: &Expect, d: &Decision) -> Vec<Change> {
+pub(super) fn changes(expect: &Expect, d: &Decision) -> Vec<Change> {
     let mut out = Vec::new();
     if let Some(o) = &expect.outcome {
         if *o != d.outcome {
@@ -157,7 +157,7 @@ pub fn changes(expect: &Expect, d: &Decision) -> Vec<Change> {
 
 /// Writes `changes` into the `expect` of the `index`-th `[[case]]` of `text`, keeping the rest
 /// of the file as it was.
-pub fn apply(text: &str, index: usize, changes: &[Change]) -> Result<String, String> {
+pub(super) fn apply(text: &str, index: usize, changes: &[Change]) -> Result<String, String> {
     let mut doc: DocumentMut = text.parse().map_err(|e: toml_edit::TomlError| e.to_string())?;
     let case = doc
         .get_mut("case")
@@ -216,7 +216,7 @@ fn json_value(v: &serde_json::Value) -> Option<Value> {
 }
 
 /// What a new case records about a decision (or a refusal naming `invalid_field`).
-pub enum Saved<'a> {
+pub(super) enum Saved<'a> {
     /// A decision: its outcome, reasons, actions (with dates), details and assumption flag.
     Decision(&'a Decision),
     /// A refusal, naming the first field refused.
@@ -225,7 +225,7 @@ pub enum Saved<'a> {
 
 /// The text of a new `[[case]]` (to append to a case file), in the one-line style of the
 /// bundled cases. `kind` is written unless the file already sets it for every case.
-pub fn new_case_text(name: &str, kind: Option<&str>, today: Option<chrono::NaiveDate>, facts: &serde_json::Value, saved: &Saved<'_>) -> String {
+pub(super) fn new_case_text(name: &str, kind: Option<&str>, today: Option<chrono::NaiveDate>, facts: &serde_json::Value, saved: &Saved<'_>) -> String {
     let mut t = toml_edit::Table::new();
     if let Some(k) = kind {
         t.insert("kind", toml_edit::value(k));
@@ -265,7 +265,7 @@ pub fn new_case_text(name: &str, kind: Option<&str>, today: Option<chrono::Naive
 }
 
 /// `file:line: name` for a case.
-pub fn label(c: &Case) -> String {
+pub(super) fn label(c: &Case) -> String {
     format!("{}:{}: {}", c.file, c.line, c.name)
 }
 

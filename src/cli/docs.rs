@@ -11,7 +11,7 @@ use cpc_rules::store::{build, partnership_ids};
 
 /// The README's table of the facts each decision kind takes, and which partnerships' rules read
 /// each one (a call needs a fact only when the rules read it on the way to its decision).
-pub fn facts_markdown(root: &Path) -> Result<String, Vec<String>> {
+pub(super) fn facts_markdown(root: &Path) -> Result<String, Vec<String>> {
     let limits = Limits::default();
     let ids = partnership_ids(root).map_err(|e| vec![format!("cannot read the rules folder {}: {e}", root.display())])?;
     let builds: Vec<_> = ids.iter().map(|id| build(root, id, &limits)).collect();
@@ -59,7 +59,7 @@ fn replace_block(doc: &str, name: &str, content: &str) -> Result<String, String>
 
 /// Regenerates every generated block: the README's partnership and facts tables, and
 /// `docs/helpers.md`. With `write` false, reports which are out of date (exit 1 if any).
-pub fn docs(root: &Path, project: &Path, write: bool) -> Result<Vec<String>, Vec<String>> {
+pub(super) fn docs(root: &Path, project: &Path, write: bool) -> Result<Vec<String>, Vec<String>> {
     let mut generated: BTreeMap<&str, String> = BTreeMap::new();
     generated.insert("matrix", super::matrix::render_from_disk(root)?);
     generated.insert("facts", facts_markdown(root)?);

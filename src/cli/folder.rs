@@ -9,13 +9,13 @@
 use std::path::{Path, PathBuf};
 
 /// Whether `dir` looks like a rules folder: it holds `vocabulary.toml`, or a partnership folder.
-pub fn is_rules_folder(dir: &Path) -> bool {
+pub(super) fn is_rules_folder(dir: &Path) -> bool {
     dir.join("vocabulary.toml").is_file()
         || std::fs::read_dir(dir).is_ok_and(|rd| rd.filter_map(Result::ok).any(|e| e.path().join("partnership.toml").is_file()))
 }
 
 /// Why `root` is not a usable rules folder, with the fix; `None` when it is one.
-pub fn problem(root: &Path) -> Option<String> {
+pub(super) fn problem(root: &Path) -> Option<String> {
     if is_rules_folder(root) {
         return None;
     }

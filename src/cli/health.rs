@@ -17,7 +17,7 @@ use tonic_health::pb::health_client::HealthClient;
 
 /// `cpc-rules health` arguments.
 #[derive(clap::Args, Clone)]
-pub struct HealthArgs {
+pub(super) struct HealthArgs {
     /// Address of the server to check.
     #[arg(long, env = "CPC_HEALTH_ADDR", default_value = "127.0.0.1:50051")]
     addr: String,
@@ -36,7 +36,7 @@ pub struct HealthArgs {
 }
 
 /// Runs the check and prints the status; returns the exit code.
-pub fn run(args: &HealthArgs) -> u8 {
+pub(super) fn run(args: &HealthArgs) -> u8 {
     let endpoint = match endpoint(args) {
         Ok(e) => e,
         Err(e) => {

@@ -30,7 +30,7 @@ use super::{OK, RULE_PROBLEMS, RulesArg};
 
 /// `cpc-rules impact` arguments.
 #[derive(clap::Args, Clone)]
-pub struct ImpactArgs {
+pub(super) struct ImpactArgs {
     /// Your working copy of the rules.
     #[command(flatten)]
     rules: RulesArg,
@@ -58,7 +58,7 @@ pub struct ImpactArgs {
 
 /// One set of facts to replay through both rule sets.
 #[derive(Debug, Clone, Serialize)]
-pub struct Input {
+pub(super) struct Input {
     /// Partnership id.
     pub partnership: String,
     /// Decision kind.
@@ -79,13 +79,13 @@ pub struct Input {
 }
 
 /// Yields inputs to replay. Test cases and scenarios today; recorded decisions later.
-pub trait FactSource {
+pub(super) trait FactSource {
     /// The inputs for these partnerships.
     fn inputs(&self, partnerships: &[String]) -> Result<Vec<Input>, String>;
 }
 
 /// Every test case of the working copy.
-pub struct Cases<'a>(pub &'a Path);
+pub(super) struct Cases<'a>(pub &'a Path);
 
 impl FactSource for Cases<'_> {
     fn inputs(&self, partnerships: &[String]) -> Result<Vec<Input>, String> {
@@ -112,7 +112,7 @@ impl FactSource for Cases<'_> {
 }
 
 /// Every scenario of `scenarios.toml`, for every partnership.
-pub struct Scenarios<'a>(pub &'a Path);
+pub(super) struct Scenarios<'a>(pub &'a Path);
 
 impl FactSource for Scenarios<'_> {
     fn inputs(&self, partnerships: &[String]) -> Result<Vec<Input>, String> {
@@ -138,7 +138,7 @@ impl FactSource for Scenarios<'_> {
 }
 
 /// The decisions recorded in the last `days` days, with what was decided.
-pub struct Recorded<'a> {
+pub(super) struct Recorded<'a> {
     /// The record (`serve --record`).
     pub target: &'a str,
     /// How many days back.
@@ -170,7 +170,7 @@ impl FactSource for Recorded<'_> {
 
 /// What a decision says, as far as impact compares it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Summary {
+pub(super) struct Summary {
     /// Outcome code.
     pub outcome: String,
     /// Rule ids, in order, with whether each is an assumption and its text.
@@ -202,7 +202,7 @@ impl From<&pb::Decision> for Summary {
 /// One rule set's answer to an input.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case", tag = "answer")]
-pub enum Answer {
+pub(super) enum Answer {
     /// A decision.
     Decided(Summary),
     /// No decision: the error.
@@ -212,25 +212,25 @@ pub enum Answer {
 }
 
 /// Answers inputs with one rule set.
-pub trait Decider {
+pub(super) trait Decider {
     /// The answer to `input`.
     fn decide(&mut self, input: &Input) -> Answer;
 }
 
 /// Rule sets compiled from a rules folder on disk.
-pub struct Folder {
+pub(super) struct Folder {
     root: PathBuf,
     sets: BTreeMap<String, Result<RuleSet, String>>,
 }
 
 impl Folder {
     /// The rules in `root`, compiled when first asked for.
-    pub fn new(root: &Path) -> Self {
+    pub(super) fn new(root: &Path) -> Self {
         Folder { root: root.to_path_buf(), sets: BTreeMap::new() }
     }
 
     /// The compiled rules of `id`, or why there are none.
-    pub fn set(&mut self, id: &str) -> &Result<RuleSet, String> {
+    pub(super) fn set(&mut self, id: &str) -> &Result<RuleSet, String> {
         let root = self.root.clone();
         self.sets.entry(id.to_string()).or_insert_with(|| {
             let sources = read_sources(&root, id).map_err(|d| d.iter().map(|d| d.one_line()).collect::<Vec<_>>().join("; "))?;
@@ -315,7 +315,7 @@ impl Server {
 
 /// One input whose answer would change.
 #[derive(Debug, Clone, Serialize)]
-pub struct Changed {
+pub(super) struct Changed {
     /// The input.
     #[serde(flatten)]
     pub input: Input,
@@ -328,7 +328,7 @@ pub struct Changed {
 }
 
 /// How two answers differ, in words (empty when they do not).
-pub fn differences(live: &Answer, working: &Answer) -> Vec<String> {
+pub(super) fn differences(live: &Answer, working: &Answer) -> Vec<String> {
     let (a, b) = match (live, working) {
         (Answer::Decided(a), Answer::Decided(b)) => (a, b),
         (x, y) if x == y => return Vec::new(),
@@ -434,7 +434,7 @@ fn checkout(rules: &Path, rev: &str) -> Result<PathBuf, String> {
 }
 
 /// Runs the comparison and prints it.
-pub fn run(args: &ImpactArgs) -> u8 {
+pub(super) fn run(args: &ImpactArgs) -> u8 {
     let root = &args.rules.rules;
     let ids = match super::selected(root, &args.partnerships) {
         Ok(ids) => ids,

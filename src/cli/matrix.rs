@@ -19,7 +19,7 @@ struct File {
 /// One standard scenario.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Scenario {
+pub(super) struct Scenario {
     /// Row label.
     pub label: String,
     /// Decision kind.
@@ -32,7 +32,7 @@ pub struct Scenario {
 }
 
 /// Parses `scenarios.toml`.
-pub fn parse_scenarios(text: &str) -> Result<Vec<Scenario>, String> {
+pub(super) fn parse_scenarios(text: &str) -> Result<Vec<Scenario>, String> {
     toml::from_str::<File>(text).map(|f| f.scenario).map_err(|e| e.to_string())
 }
 
@@ -65,7 +65,7 @@ fn cell(set: &RuleSet, s: &Scenario) -> String {
 
 /// The Markdown tables: partnerships and their guides (with each one's number of test cases),
 /// then one row per scenario.
-pub fn markdown(partnerships: &[(&RuleSet, usize)], scenarios: &[Scenario]) -> String {
+pub(super) fn markdown(partnerships: &[(&RuleSet, usize)], scenarios: &[Scenario]) -> String {
     let sets: Vec<&RuleSet> = partnerships.iter().map(|(s, _)| *s).collect();
     let mut s = String::from("| id | partnership | guide | kinds | test cases |\n|---|---|---|---|---|\n");
     for (set, cases) in partnerships {
@@ -95,7 +95,7 @@ pub fn markdown(partnerships: &[(&RuleSet, usize)], scenarios: &[Scenario]) -> S
 
 /// Builds every partnership in `root` and renders the table (what `cpc-rules matrix` prints and
 /// the README must contain). Fails with the problems if any partnership does not build.
-pub fn render_from_disk(root: &std::path::Path) -> Result<String, Vec<String>> {
+pub(super) fn render_from_disk(root: &std::path::Path) -> Result<String, Vec<String>> {
     let limits = cpc_rules::engine::Limits::default();
     let ids = cpc_rules::store::partnership_ids(root).map_err(|e| vec![e.to_string()])?;
     let builds: Vec<_> = ids.iter().map(|id| cpc_rules::store::build(root, id, &limits)).collect();

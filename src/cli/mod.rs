@@ -309,7 +309,7 @@ enum LogFormat {
 }
 
 /// Parses arguments and runs the command.
-pub fn main() -> ExitCode {
+pub(crate) fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {

@@ -16,7 +16,7 @@ use super::{OK, RULE_PROBLEMS, USAGE};
 
 /// Where the record is, as `serve` takes it.
 #[derive(clap::Args, Clone, Debug)]
-pub struct RecordArg {
+pub(super) struct RecordArg {
     /// The decision record: a SQLite file, or a `postgres://…` URL.
     #[arg(long = "record", env = "CPC_RECORD", default_value = record::DEFAULT_SQLITE, global = true)]
     pub target: String,
@@ -27,12 +27,12 @@ pub struct RecordArg {
 
 impl RecordArg {
     /// The parsed target (`off` is a usage error here).
-    pub fn target(&self) -> Result<Target, String> {
+    pub(super) fn target(&self) -> Result<Target, String> {
         Target::parse(&self.target).ok_or_else(|| "--record off: there is no record to read".to_string())
     }
 
     /// Opens the record (a SQLite file must already exist: reading tools do not create one).
-    pub fn open(&self) -> Result<Db, String> {
+    pub(super) fn open(&self) -> Result<Db, String> {
         let target = self.target()?;
         if let Target::Sqlite(p) = &target {
             if !p.is_file() {
@@ -45,7 +45,7 @@ impl RecordArg {
 
 /// `cpc-rules record` arguments.
 #[derive(clap::Args, Clone, Debug)]
-pub struct RecordArgs {
+pub(super) struct RecordArgs {
     #[command(subcommand)]
     command: RecordCommand,
     #[command(flatten)]
@@ -124,7 +124,7 @@ fn print_json(v: &impl serde::Serialize) {
 }
 
 /// Runs `cpc-rules record …`.
-pub fn run(args: &RecordArgs) -> u8 {
+pub(super) fn run(args: &RecordArgs) -> u8 {
     let mut db = match args.record.open() {
         Ok(db) => db,
         Err(e) => {

@@ -7,12 +7,12 @@ use cpc_rules::engine::Diagnostic;
 use cpc_rules::model::Decision;
 
 /// A diagnostic, drawn by miette: location, source excerpt with a caret, and help.
-pub fn diagnostic(d: &Diagnostic) -> String {
+pub(super) fn diagnostic(d: &Diagnostic) -> String {
     cpc_rules::engine::diagnostics::render(std::slice::from_ref(d))
 }
 
 /// A failed test case: where, what was sent, what was expected and what came back.
-pub fn case_failure(r: &CaseResult) -> String {
+pub(super) fn case_failure(r: &CaseResult) -> String {
     let mut s = String::new();
     let c = &r.case;
     let _ = writeln!(s, "FAILED {}:{}: {} ({})", c.file, c.line, c.name, c.kind);
@@ -35,7 +35,7 @@ pub fn case_failure(r: &CaseResult) -> String {
 }
 
 /// A decision, for people.
-pub fn decision(d: &Decision) -> String {
+pub(super) fn decision(d: &Decision) -> String {
     let mut s = String::new();
     let _ = writeln!(s, "{} — {}: {}", d.partnership, d.kind, d.outcome);
     let _ = writeln!(s, "{}", d.summary);
@@ -76,7 +76,7 @@ pub fn decision(d: &Decision) -> String {
 
 /// One partnership's row in `compare`.
 #[derive(serde::Serialize)]
-pub struct CompareRow {
+pub(super) struct CompareRow {
     /// Partnership id.
     pub partnership: String,
     /// Outcome code.
@@ -93,7 +93,7 @@ pub struct CompareRow {
 
 impl CompareRow {
     /// A row from a decision.
-    pub fn decision(d: &Decision) -> Self {
+    pub(super) fn decision(d: &Decision) -> Self {
         let r = d.reasons.first();
         CompareRow {
             partnership: d.partnership.clone(),
@@ -105,7 +105,7 @@ impl CompareRow {
         }
     }
     /// A row for a partnership that could not decide.
-    pub fn error(id: &str, e: &str) -> Self {
+    pub(super) fn error(id: &str, e: &str) -> Self {
         CompareRow { partnership: id.to_string(), outcome: None, first_reason: None, citation: None, assumption: false, error: Some(e.to_string()) }
     }
 }
@@ -128,7 +128,7 @@ fn wrap(text: &str, width: usize) -> Vec<String> {
 }
 
 /// The compare table: partnership | outcome | first reason (with citation).
-pub fn compare_table(kind: &str, rows: &[CompareRow]) -> String {
+pub(super) fn compare_table(kind: &str, rows: &[CompareRow]) -> String {
     let mut s = String::new();
     let pw = rows.iter().map(|r| r.partnership.len()).max().unwrap_or(11).max(11);
     let ow = rows.iter().filter_map(|r| r.outcome.as_ref().map(String::len)).max().unwrap_or(7).max(7);
@@ -161,7 +161,7 @@ pub fn compare_table(kind: &str, rows: &[CompareRow]) -> String {
 }
 
 /// The helper reference, generated from the engine's helper table.
-pub fn helpers_markdown() -> String {
+pub(super) fn helpers_markdown() -> String {
     // The bundled vocabulary: the reference documents the rules shipped with the crate.
     match cpc_rules::vocabulary::Vocabulary::from_toml(include_str!("../../rules/vocabulary.toml")) {
         Ok(v) => cpc_rules::engine::helpers::reference_markdown(&v),

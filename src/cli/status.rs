@@ -16,7 +16,7 @@ use super::{OK, RULE_PROBLEMS, RulesArg, USAGE};
 
 /// How to reach a running server: address, bearer token and TLS.
 #[derive(clap::Args, Clone)]
-pub struct Connection {
+pub(super) struct Connection {
     /// The running server, e.g. http://127.0.0.1:50051 (https:// with --tls-ca).
     #[arg(long, env = "CPC_SERVER", default_value = "http://127.0.0.1:50051")]
     pub server: String,
@@ -35,7 +35,7 @@ pub struct Connection {
 }
 
 /// A connected client's channel and the `authorization` value to send.
-pub struct Client {
+pub(super) struct Client {
     /// The channel.
     pub channel: Channel,
     /// `Bearer <token>`, when a token was given.
@@ -44,7 +44,7 @@ pub struct Client {
 
 impl Connection {
     /// The server's address as shown to people.
-    pub fn shown(&self) -> &str {
+    pub(super) fn shown(&self) -> &str {
         &self.server
     }
 
@@ -57,7 +57,7 @@ impl Connection {
     }
 
     /// Connects (TLS when `--tls-ca` is given).
-    pub async fn connect(&self) -> anyhow::Result<Client> {
+    pub(super) async fn connect(&self) -> anyhow::Result<Client> {
         let mut url = self.server.clone();
         if !url.contains("://") {
             url = format!("{}://{url}", if self.tls_ca.is_some() { "https" } else { "http" });
@@ -85,7 +85,7 @@ impl Connection {
 
 impl Client {
     /// A request carrying the bearer token, if any.
-    pub fn request<T>(&self, message: T) -> tonic::Request<T> {
+    pub(super) fn request<T>(&self, message: T) -> tonic::Request<T> {
         let mut r = tonic::Request::new(message);
         if let Some(a) = &self.authorization {
             r.metadata_mut().insert("authorization", a.clone());
@@ -96,7 +96,7 @@ impl Client {
 
 /// `cpc-rules status` arguments.
 #[derive(clap::Args, Clone)]
-pub struct StatusArgs {
+pub(super) struct StatusArgs {
     #[command(flatten)]
     conn: Connection,
     /// The rules folder, to say whether each live revision is the one on disk.
@@ -121,7 +121,7 @@ fn ago(t: chrono::DateTime<chrono::Utc>) -> String {
 
 /// Asks the server and prints what is live; exit 1 when a partnership's last reload was refused
 /// or a live revision differs from the rules on disk.
-pub fn run(args: &StatusArgs) -> u8 {
+pub(super) fn run(args: &StatusArgs) -> u8 {
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {

@@ -17,7 +17,7 @@ use super::case_edit;
 use super::{Format, OK, RULE_PROBLEMS, USAGE, render, selected};
 
 /// Options of `cpc-rules test`.
-pub struct TestOptions {
+pub(super) struct TestOptions {
     /// Output format.
     pub format: Format,
     /// Everything about each failure (facts, expected, the whole decision).
@@ -29,7 +29,7 @@ pub struct TestOptions {
 }
 
 /// Runs the cases of the `only` partnerships (all when empty) in `root`.
-pub fn run(root: &Path, only: &[String], opts: &TestOptions) -> u8 {
+pub(super) fn run(root: &Path, only: &[String], opts: &TestOptions) -> u8 {
     let ids = match selected(root, only) {
         Ok(ids) => ids,
         Err(e) => return super::usage(e),

@@ -22,7 +22,7 @@ use crate::grpc::status;
 
 /// A refusal as the HTTP edge reports it.
 #[derive(Debug, Clone, PartialEq)]
-pub struct ApiError {
+pub(crate) struct ApiError {
     /// The gRPC code the same refusal has over gRPC.
     pub code: Code,
     /// The message, as over gRPC.
@@ -38,7 +38,7 @@ pub struct ApiError {
 }
 
 /// The HTTP status for a gRPC code (Google's mapping; shedding is 429 Too Many Requests).
-pub fn http_status(code: Code) -> StatusCode {
+pub(crate) fn http_status(code: Code) -> StatusCode {
     match code {
         Code::Ok => StatusCode::OK,
         Code::InvalidArgument | Code::OutOfRange | Code::FailedPrecondition => StatusCode::BAD_REQUEST,
@@ -82,22 +82,22 @@ impl From<tonic::Status> for ApiError {
 
 impl ApiError {
     /// `INVALID_ARGUMENT` naming each bad field, built as gRPC builds it.
-    pub fn invalid(violations: &[FieldViolation]) -> Self {
+    pub(crate) fn invalid(violations: &[FieldViolation]) -> Self {
         status::invalid_argument(violations).into()
     }
 
     /// The HTTP status.
-    pub fn http_status(&self) -> StatusCode {
+    pub(crate) fn http_status(&self) -> StatusCode {
         http_status(self.code)
     }
 
     /// The "did you mean" suggestion of a `NOT_FOUND`, if any.
-    pub fn did_you_mean(&self) -> Option<&str> {
+    pub(crate) fn did_you_mean(&self) -> Option<&str> {
         self.info.as_ref().and_then(|(_, m)| m.get("did_you_mean")).map(String::as_str)
     }
 
     /// The JSON body (AIP-193), details in the protobuf JSON mapping of `google.rpc` types.
-    pub fn body(&self) -> Value {
+    pub(crate) fn body(&self) -> Value {
         let mut details = Vec::new();
         if !self.violations.is_empty() {
             details.push(json!({

@@ -20,7 +20,7 @@ use crate::vocabulary::{FactSpec, FactType, KindSchema};
 /// What was typed into a form, by input name (several values for checkboxes), plus how many
 /// rows each list of objects shows.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct FormState {
+pub(crate) struct FormState {
     /// Values by input name.
     pub values: BTreeMap<String, Vec<String>>,
     /// Rows shown for each list-of-objects fact.
@@ -30,7 +30,7 @@ pub struct FormState {
 impl FormState {
     /// The state from a submitted form's fields (those starting with `_` are the form's own);
     /// blank rows of a list are dropped and the rest renumbered from 0 in order.
-    pub fn from_pairs(schema: &KindSchema, pairs: &[(String, String)]) -> FormState {
+    pub(crate) fn from_pairs(schema: &KindSchema, pairs: &[(String, String)]) -> FormState {
         let mut values: BTreeMap<String, Vec<String>> = BTreeMap::new();
         for (k, v) in pairs {
             if !k.starts_with('_') {
@@ -69,7 +69,7 @@ impl FormState {
     }
 
     /// The first value of `name`, trimmed.
-    pub fn get(&self, name: &str) -> &str {
+    pub(crate) fn get(&self, name: &str) -> &str {
         self.values.get(name).and_then(|v| v.first()).map_or("", |s| s.trim())
     }
 
@@ -78,13 +78,13 @@ impl FormState {
     }
 
     /// Rows to show for list `name`: those given, at least `min`, plus `extra`.
-    pub fn rows_for(&self, name: &str, min: usize) -> usize {
+    pub(crate) fn rows_for(&self, name: &str, min: usize) -> usize {
         self.rows.get(name).copied().unwrap_or(0).max(min)
     }
 
     /// The facts this form gives, and the problems only the form can see (a number that is not
     /// a number). An empty input is a fact not given; a list of codes is always given.
-    pub fn facts(&self, schema: &KindSchema) -> (Value, Vec<FieldViolation>) {
+    pub(crate) fn facts(&self, schema: &KindSchema) -> (Value, Vec<FieldViolation>) {
         let mut problems = Vec::new();
         let mut map = Map::new();
         for f in &schema.facts {
@@ -164,7 +164,7 @@ impl FormState {
 }
 
 /// The HTML id of the input for a fact path: `grounds[0].description` → `f-grounds-0-description`.
-pub fn field_id(path: &str) -> String {
+pub(crate) fn field_id(path: &str) -> String {
     let mut id = String::from("f-");
     let mut last_dash = true;
     for c in path.chars() {
@@ -181,7 +181,7 @@ pub fn field_id(path: &str) -> String {
 
 /// Errors by the input path they are shown at: a violation of a path the form shows goes
 /// there; any other (`grounds[3]`, `facts`) goes to its top-level fact, or to the form.
-pub fn place_errors(schema: &KindSchema, state: &FormState, violations: &[FieldViolation]) -> BTreeMap<String, Vec<String>> {
+pub(crate) fn place_errors(schema: &KindSchema, state: &FormState, violations: &[FieldViolation]) -> BTreeMap<String, Vec<String>> {
     let mut shown: BTreeSet<String> = BTreeSet::new();
     for f in &schema.facts {
         shown.insert(f.name.clone());
@@ -259,7 +259,7 @@ fn described_by(id: &str, has_help: bool, has_error: bool) -> String {
 
 /// The inputs for every fact of `schema`, filled from `state`, with `errors` by path.
 /// `min_rows` is the rows shown for each list of objects when none are given.
-pub fn fields(schema: &KindSchema, state: &FormState, errors: &BTreeMap<String, Vec<String>>, min_rows: usize) -> Markup {
+pub(crate) fn fields(schema: &KindSchema, state: &FormState, errors: &BTreeMap<String, Vec<String>>, min_rows: usize) -> Markup {
     html! {
         @for f in &schema.facts {
             (field(f, &f.name, state, errors, min_rows))
@@ -391,7 +391,7 @@ fn singular(label: &str) -> String {
 }
 
 /// Adds one row to list `path` (the "Add another" button).
-pub fn add_row(state: &mut FormState, path: &str, min_rows: usize) {
+pub(crate) fn add_row(state: &mut FormState, path: &str, min_rows: usize) {
     let n = state.rows_for(path, min_rows);
     state.rows.insert(path.to_string(), n + 1);
 }

@@ -12,15 +12,15 @@
 //! in. Nothing here logs facts: the request log has the method, the route template and the
 //! status only.
 
-pub mod errors;
-pub mod forms;
+pub(crate) mod errors;
+pub(crate) mod forms;
 pub mod json;
 pub mod limits;
 pub mod lookup;
-pub mod openapi;
-pub mod pages;
-pub mod register;
-pub mod security;
+pub(crate) mod openapi;
+pub(crate) mod pages;
+pub(crate) mod register;
+pub(crate) mod security;
 
 use std::future::Future;
 use std::net::SocketAddr;

@@ -17,7 +17,7 @@ use crate::store::RuleStore;
 use crate::vocabulary::{FactSpec, FactType, KindSchema};
 
 /// A JSON Schema (2020-12) for one fact type.
-pub fn fact_type_schema(ty: &FactType) -> Value {
+pub(crate) fn fact_type_schema(ty: &FactType) -> Value {
     match ty {
         FactType::Bool => json!({"type": "boolean"}),
         FactType::Int { min, max } => json!({"type": "integer", "minimum": min, "maximum": max}),
@@ -56,7 +56,7 @@ fn object_schema(fields: &[FactSpec], all_required: bool) -> Value {
 
 /// The facts schema of a kind: an object of its facts, none required (a fact the rules read on
 /// the way to a decision and that is missing is a 400 naming it).
-pub fn facts_schema(kind: &KindSchema) -> Value {
+pub(crate) fn facts_schema(kind: &KindSchema) -> Value {
     let mut s = object_schema(&kind.facts, false);
     s["description"] = Value::String(format!("The facts for `{}`: {} Give the facts the rules need; one they read and do not get is a 400 naming it.", kind.name, kind.doc));
     s
@@ -103,7 +103,7 @@ fn decision_op(summary: String, facts_ref: &str, partnership: Option<&str>, kind
 }
 
 /// The whole document for the rules live in `store` now.
-pub fn document(store: &RuleStore) -> Value {
+pub(crate) fn document(store: &RuleStore) -> Value {
     let mut schemas: BTreeMap<String, Value> = BTreeMap::new();
     let mut paths = Map::new();
     paths.insert(

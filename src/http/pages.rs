@@ -17,7 +17,7 @@ use super::security::Session;
 
 /// The console's sections, for the navigation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Section {
+pub(crate) enum Section {
     /// Partnerships.
     Partnerships,
     /// Make a decision.
@@ -44,7 +44,7 @@ const NAV: [(Section, &str, &str); 6] = [
 ];
 
 /// A code in words: `partly_eligible` → "Partly eligible".
-pub fn humanize(code: &str) -> String {
+pub(crate) fn humanize(code: &str) -> String {
     let s = code.replace(['_', '-'], " ");
     let mut c = s.chars();
     match c.next() {
@@ -54,7 +54,7 @@ pub fn humanize(code: &str) -> String {
 }
 
 /// Where a complaint ground goes, in words.
-pub fn route_words(route: &str) -> String {
+pub(crate) fn route_words(route: &str) -> String {
     match route {
         "stage2_panel" => "To the Stage 2 complaints panel".into(),
         "agency_complaints_procedure" => "To the agency's own complaints procedure (not the panel)".into(),
@@ -63,17 +63,17 @@ pub fn route_words(route: &str) -> String {
 }
 
 /// A date as a person reads it: "Monday 2 June 2025".
-pub fn long_date(d: NaiveDate) -> String {
+pub(crate) fn long_date(d: NaiveDate) -> String {
     d.format("%A %-d %B %Y").to_string()
 }
 
 /// A time as a person reads it: "2 June 2025 at 14:03 UTC".
-pub fn when(t: &str) -> String {
+pub(crate) fn when(t: &str) -> String {
     DateTime::parse_from_rfc3339(t).map(|d| d.with_timezone(&Utc).format("%-d %B %Y at %H:%M UTC").to_string()).unwrap_or_else(|_| t.to_string())
 }
 
 /// The page frame.
-pub fn layout(title: &str, current: Section, session: Option<&Session>, login_required: bool, body: Markup) -> Markup {
+pub(crate) fn layout(title: &str, current: Section, session: Option<&Session>, login_required: bool, body: Markup) -> Markup {
     html! {
         (DOCTYPE)
         html lang="en-GB" {
@@ -118,7 +118,7 @@ pub fn layout(title: &str, current: Section, session: Option<&Session>, login_re
 }
 
 /// The error summary at the top of a form: each problem, linking to its field.
-pub fn error_summary(problems: &[(Option<String>, String)]) -> Markup {
+pub(crate) fn error_summary(problems: &[(Option<String>, String)]) -> Markup {
     html! {
         @if !problems.is_empty() {
             div class="error-summary" id="error-summary" role="alert" tabindex="-1" aria-labelledby="error-summary-title" {
@@ -139,7 +139,7 @@ pub fn error_summary(problems: &[(Option<String>, String)]) -> Markup {
 }
 
 /// A refusal that is not about one field (unknown partnership, rules failure, overload).
-pub fn refusal_text(e: &ApiError) -> String {
+pub(crate) fn refusal_text(e: &ApiError) -> String {
     match e.code {
         tonic::Code::NotFound => match e.did_you_mean() {
             Some(s) => format!("{} Did you mean “{s}”?", e.message),
@@ -153,7 +153,7 @@ pub fn refusal_text(e: &ApiError) -> String {
 }
 
 /// The Partnerships page.
-pub fn partnerships(list: &[json::Partnership]) -> Markup {
+pub(crate) fn partnerships(list: &[json::Partnership]) -> Markup {
     html! {
         h1 { "Partnerships" }
         p class="lead" { "The rules each partnership has live now, when they went live, and the guidance they rest on." }
@@ -195,7 +195,7 @@ pub fn partnerships(list: &[json::Partnership]) -> Markup {
 }
 
 /// The decision picker: each partnership with its kinds.
-pub fn decide_index(list: &[(String, String, Vec<(String, String)>)]) -> Markup {
+pub(crate) fn decide_index(list: &[(String, String, Vec<(String, String)>)]) -> Markup {
     html! {
         h1 { "Make a decision" }
         p class="lead" { "Choose a partnership and the decision you need. The form asks for the facts that decision uses." }
@@ -213,7 +213,7 @@ pub fn decide_index(list: &[(String, String, Vec<(String, String)>)]) -> Markup 
 }
 
 /// A decision, as a person reads it.
-pub fn decision(d: &json::Decision, heading_level_2: bool, title: &str) -> Markup {
+pub(crate) fn decision(d: &json::Decision, heading_level_2: bool, title: &str) -> Markup {
     decision_parts(d, heading_level_2, title, true)
 }
 
@@ -285,7 +285,7 @@ fn record_meta(d: &json::Decision) -> Markup {
 }
 
 /// One ground of a complaint as the panel's record shows it.
-pub struct GroundLine {
+pub(crate) struct GroundLine {
     /// Number, from 1.
     pub number: usize,
     /// The complainant's words.
@@ -297,7 +297,7 @@ pub struct GroundLine {
 }
 
 /// The admissibility answer, for the panel's file.
-pub fn admissibility_result(partnership: &str, complainant: &str, grounds: &[GroundLine], missing: &[String], d: &json::Decision) -> Markup {
+pub(crate) fn admissibility_result(partnership: &str, complainant: &str, grounds: &[GroundLine], missing: &[String], d: &json::Decision) -> Markup {
     html! {
         section class="admissibility record" aria-labelledby="result-title" {
             h1 id="result-title" { "Stage 2 admissibility: " (humanize(&d.outcome)) }
@@ -347,7 +347,7 @@ fn decision_reasons_and_actions(d: &json::Decision) -> Markup {
 }
 
 /// The comparison table.
-pub fn compare(m: &Matrix) -> Markup {
+pub(crate) fn compare(m: &Matrix) -> Markup {
     html! {
         h1 { "Compare partnerships" }
         p class="lead" { "The same standard situations, decided by each partnership's live rules. A reason marked † is an assumption: that partnership's guide is silent on the point." }
@@ -386,7 +386,7 @@ pub fn compare(m: &Matrix) -> Markup {
 }
 
 /// The assumptions register.
-pub fn assumptions(registers: &[Register]) -> Markup {
+pub(crate) fn assumptions(registers: &[Register]) -> Markup {
     html! {
         h1 { "Assumptions" }
         p class="lead" { "Every reason the rules give where a partnership's guide is silent, found by running each partnership's test cases and the standard scenarios. Each needs the partnership's sign-off." }
@@ -417,7 +417,7 @@ pub fn assumptions(registers: &[Register]) -> Markup {
 }
 
 /// The lookup page.
-pub fn lookup(id: &str, message: Option<&str>, found: Option<&json::Decision>, csrf: &str) -> Markup {
+pub(crate) fn lookup(id: &str, message: Option<&str>, found: Option<&json::Decision>, csrf: &str) -> Markup {
     html! {
         h1 { "Look up a decision" }
         p class="lead" { "Find a decision again by its id, and replay it against the rules live now." }
@@ -442,7 +442,7 @@ pub fn lookup(id: &str, message: Option<&str>, found: Option<&json::Decision>, c
 }
 
 /// The sign-in page.
-pub fn login(error: Option<&str>, csrf: &str) -> Markup {
+pub(crate) fn login(error: Option<&str>, csrf: &str) -> Markup {
     html! {
         h1 { "Sign in" }
         @if let Some(e) = error { (error_summary(&[(Some("token".into()), e.to_string())])) }
@@ -461,11 +461,11 @@ pub fn login(error: Option<&str>, csrf: &str) -> Markup {
 }
 
 /// A plain message page (not found, expired form).
-pub fn message(heading: &str, text: &str) -> Markup {
+pub(crate) fn message(heading: &str, text: &str) -> Markup {
     html! { h1 { (heading) } p { (text) } p { a href="/" { "Go to the partnerships" } } }
 }
 
 /// The id of a field's input, for error summary links.
-pub fn target(path: &str) -> Option<String> {
+pub(crate) fn target(path: &str) -> Option<String> {
     (!path.is_empty()).then(|| field_id(path))
 }

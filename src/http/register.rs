@@ -25,7 +25,7 @@ struct File {
 /// One standard scenario of `rules/scenarios.toml`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Scenario {
+pub(crate) struct Scenario {
     /// Row label.
     pub label: String,
     /// Decision kind.
@@ -38,7 +38,7 @@ pub struct Scenario {
 }
 
 /// Reads `scenarios.toml` from the rules folder.
-pub fn scenarios(store: &RuleStore) -> Result<Vec<Scenario>, String> {
+pub(crate) fn scenarios(store: &RuleStore) -> Result<Vec<Scenario>, String> {
     let path = store.root().join("scenarios.toml");
     let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
     toml::from_str::<File>(&text).map(|f| f.scenario).map_err(|e| format!("{}: {e}", path.display()))
@@ -46,7 +46,7 @@ pub fn scenarios(store: &RuleStore) -> Result<Vec<Scenario>, String> {
 
 /// One cell of the comparison.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Cell {
+pub(crate) enum Cell {
     /// The decision made.
     Decided {
         /// Outcome code.
@@ -62,7 +62,7 @@ pub enum Cell {
 
 /// The comparison: partnerships (id, name) and one row per scenario.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Matrix {
+pub(crate) struct Matrix {
     /// Columns.
     pub partnerships: Vec<(String, String)>,
     /// Rows: scenario label, kind, and a cell per partnership.
@@ -70,7 +70,7 @@ pub struct Matrix {
 }
 
 /// Runs every scenario through every live partnership.
-pub fn matrix(store: &RuleStore, scenarios: &[Scenario]) -> Matrix {
+pub(crate) fn matrix(store: &RuleStore, scenarios: &[Scenario]) -> Matrix {
     let loaded: Vec<_> = store.ids().into_iter().filter_map(|id| store.get(&id)).collect();
     let partnerships = loaded.iter().map(|l| (l.set.id().to_string(), l.set.metadata().name.clone())).collect();
     let rows = scenarios
@@ -98,7 +98,7 @@ pub fn matrix(store: &RuleStore, scenarios: &[Scenario]) -> Matrix {
 
 /// One assumption in the register.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Assumption {
+pub(crate) struct Assumption {
     /// Rule id.
     pub rule_id: String,
     /// Decision kind.
@@ -117,7 +117,7 @@ pub struct Assumption {
 
 /// A partnership's register: id, name, revision and its assumptions by rule id.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Register {
+pub(crate) struct Register {
     /// Partnership id.
     pub id: String,
     /// Display name.
@@ -149,7 +149,7 @@ fn note(map: &mut BTreeMap<String, Assumption>, d: &Decision, source: &str) {
 }
 
 /// Every live partnership's register, from its test cases and the scenarios.
-pub fn assumptions(store: &RuleStore, scenarios: &[Scenario]) -> Vec<Register> {
+pub(crate) fn assumptions(store: &RuleStore, scenarios: &[Scenario]) -> Vec<Register> {
     store
         .ids()
         .into_iter()

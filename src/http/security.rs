@@ -36,15 +36,15 @@ use crate::grpc::transport::TlsSettings;
 use crate::error::ServeError;
 
 /// How long a session lasts.
-pub const SESSION_TTL: Duration = Duration::from_secs(8 * 60 * 60);
+pub(crate) const SESSION_TTL: Duration = Duration::from_secs(8 * 60 * 60);
 /// Most sessions kept at once.
-pub const MAX_SESSIONS: usize = 10_000;
+pub(crate) const MAX_SESSIONS: usize = 10_000;
 
 /// The Content-Security-Policy of every answer.
-pub const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
+pub(crate) const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
 
 /// A random token (256 bits, hex).
-pub fn random_token() -> String {
+pub(crate) fn random_token() -> String {
     let mut bytes = [0u8; 32];
     getrandom::fill(&mut bytes).expect("the operating system's random number generator failed");
     bytes.iter().map(|b| format!("{b:02x}")).collect()
@@ -52,7 +52,7 @@ pub fn random_token() -> String {
 
 /// One visitor's session.
 #[derive(Debug, Clone)]
-pub struct Session {
+pub(crate) struct Session {
     /// The session id (the cookie's value).
     pub id: String,
     /// The CSRF token every form of this session carries.
@@ -64,7 +64,7 @@ pub struct Session {
 
 /// The sessions, in memory: a restart signs everyone out.
 #[derive(Debug, Default)]
-pub struct Sessions {
+pub(crate) struct Sessions {
     map: Mutex<HashMap<String, Session>>,
 }
 
@@ -75,7 +75,7 @@ impl Sessions {
     }
 
     /// A new session, signed in or not.
-    pub fn create(&self, signed_in: bool) -> Session {
+    pub(crate) fn create(&self, signed_in: bool) -> Session {
         let s = Session { id: random_token(), csrf: random_token(), signed_in, created: Instant::now() };
         let mut map = self.map.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         map.retain(|_, v| v.created.elapsed() < SESSION_TTL);
@@ -89,14 +89,14 @@ impl Sessions {
     }
 
     /// Ends a session.
-    pub fn remove(&self, id: &str) {
+    pub(crate) fn remove(&self, id: &str) {
         self.map.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(id);
     }
 }
 
 /// How the console protects itself (see the module documentation).
 #[derive(Debug, Clone)]
-pub struct Security {
+pub(crate) struct Security {
     /// Who may sign in, and who may call the JSON API.
     pub access: AccessPolicy,
     /// Whether console pages need a login.
@@ -109,19 +109,19 @@ pub struct Security {
 
 impl Security {
     /// The cookie's name: `__Host-` prefixed when secure.
-    pub fn cookie_name(&self) -> &'static str {
+    pub(crate) fn cookie_name(&self) -> &'static str {
         if self.secure_cookies { "__Host-cpc_session" } else { "cpc_session" }
     }
 
     /// The `Set-Cookie` value for `session`.
-    pub fn cookie(&self, session: &Session) -> HeaderValue {
+    pub(crate) fn cookie(&self, session: &Session) -> HeaderValue {
         let secure = if self.secure_cookies { "; Secure" } else { "" };
         HeaderValue::from_str(&format!("{}={}; Path=/; HttpOnly; SameSite=Strict{secure}; Max-Age={}", self.cookie_name(), session.id, SESSION_TTL.as_secs()))
             .expect("a session cookie is ASCII")
     }
 
     /// The `Set-Cookie` value that ends the session cookie.
-    pub fn clear_cookie(&self) -> HeaderValue {
+    pub(crate) fn clear_cookie(&self) -> HeaderValue {
         let secure = if self.secure_cookies { "; Secure" } else { "" };
         HeaderValue::from_str(&format!("{}=; Path=/; HttpOnly; SameSite=Strict{secure}; Max-Age=0", self.cookie_name())).expect("ASCII")
     }
@@ -139,19 +139,19 @@ impl Security {
     }
 
     /// Whether `token` is the caller or admin token.
-    pub fn token_signs_in(&self, token: &str) -> bool {
+    pub(crate) fn token_signs_in(&self, token: &str) -> bool {
         let t = token.trim().as_bytes();
         self.access.admin_token.as_ref().is_some_and(|s| s.matches(t)) || self.access.caller_token.as_ref().is_some_and(|s| s.matches(t))
     }
 }
 
 /// Whether a submitted CSRF token is the session's.
-pub fn csrf_ok(session: &Session, submitted: Option<&str>) -> bool {
+pub(crate) fn csrf_ok(session: &Session, submitted: Option<&str>) -> bool {
     submitted.is_some_and(|s| bool::from(s.as_bytes().ct_eq(session.csrf.as_bytes())))
 }
 
 /// Refuses a console that would be reachable off loopback without TLS or without a login.
-pub fn check(addr: SocketAddr, tls: Option<&TlsSettings>, allow_plaintext: bool, access: &AccessPolicy) -> Result<(), ServeError> {
+pub(crate) fn check(addr: SocketAddr, tls: Option<&TlsSettings>, allow_plaintext: bool, access: &AccessPolicy) -> Result<(), ServeError> {
     if addr.ip().is_loopback() {
         return Ok(());
     }
@@ -171,7 +171,7 @@ pub fn check(addr: SocketAddr, tls: Option<&TlsSettings>, allow_plaintext: bool,
 }
 
 /// Security headers on every answer; `no-store` on everything but static assets.
-pub async fn headers(request: Request, next: Next) -> Response {
+pub(crate) async fn headers(request: Request, next: Next) -> Response {
     let cacheable = request.uri().path().starts_with("/static/");
     let mut response = next.run(request).await;
     let h = response.headers_mut();
@@ -189,7 +189,7 @@ pub async fn headers(request: Request, next: Next) -> Response {
 
 /// Console pages: finds or starts the visitor's session (an extension of the request), and
 /// sends a visitor who must sign in and has not to the login page.
-pub async fn console_session(State(security): State<Arc<Security>>, mut request: Request, next: Next) -> Response {
+pub(crate) async fn console_session(State(security): State<Arc<Security>>, mut request: Request, next: Next) -> Response {
     let path = request.uri().path().to_string();
     let existing = security.session_of(request.headers());
     let (session, new) = match existing {
@@ -212,7 +212,7 @@ pub async fn console_session(State(security): State<Arc<Security>>, mut request:
 }
 
 /// The JSON API: the access the gRPC decision methods need, by bearer token.
-pub async fn api_auth(State(security): State<Arc<Security>>, request: Request, next: Next) -> Response {
+pub(crate) async fn api_auth(State(security): State<Arc<Security>>, request: Request, next: Next) -> Response {
     let method = MethodInfo { label: "http", access: Access::Caller, limited: true };
     let auth = request.headers().get(header::AUTHORIZATION).map(HeaderValue::as_bytes);
     match security.access.check(method, auth, None) {
@@ -226,7 +226,7 @@ pub async fn api_auth(State(security): State<Arc<Security>>, request: Request, n
 
 /// rustls' server configuration from the server's PEM certificate chain and key (no client
 /// certificates: people sign in with a token).
-pub fn tls_config(tls: &TlsSettings) -> Result<tokio_rustls::rustls::ServerConfig, ServeError> {
+pub(crate) fn tls_config(tls: &TlsSettings) -> Result<tokio_rustls::rustls::ServerConfig, ServeError> {
     use tokio_rustls::rustls;
     use tokio_rustls::rustls::pki_types::pem::PemObject;
     use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};

@@ -8,6 +8,9 @@
 //! partnerships among them that currently build), as the contract says the service must not
 //! panic or hang on them whatever the request.
 
+// Test crates share helper modules (`tests/support`), whose items must stay `pub`.
+#![allow(unreachable_pub)]
+
 #[path = "../support/mod.rs"]
 mod support;
 
