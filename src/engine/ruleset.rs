@@ -62,8 +62,8 @@ impl CompiledKind {
 
     /// Runs the script as [`Engine::eval_ast_with_scope`] does, except that Rhai's
     /// function-resolution cache (which call resolves to which function) is kept from one run
-    /// to the next instead of being rebuilt on every decision: resolving each call afresh was
-    /// the largest single cost of a decision (docs/performance.md). A cache is only valid for
+    /// to the next instead of being rebuilt on every decision: resolving every call afresh took
+    /// 13% of a decision's instructions (docs/performance.md). A cache is only valid for
     /// the engine and AST it was filled on, and both are fixed for the life of the rule set.
     fn eval(&self, engine: &Engine, scope: &mut Scope) -> Result<Dynamic, Box<EvalAltResult>> {
         let mut caches = self.caches.lock().ok().and_then(|mut pool| pool.pop()).unwrap_or_default();
