@@ -1,6 +1,6 @@
-//! In-process decision benchmarks (criterion): `cargo bench --bench decisions`.
+//! In-process decision benchmarks (criterion): `cargo bench -p cpc-rules-bench --bench decisions`.
 //!
-//! Groups (criterion ids, filter with `cargo bench --bench decisions -- <regex>`):
+//! Groups (criterion ids, filter with `cargo bench -p cpc-rules-bench --bench decisions -- <regex>`):
 //!
 //! - `decide/<partnership>/<kind>`: `RuleSet::decide` (validate facts, run the compiled script,
 //!   check and convert what it returns) on one representative decision-producing case per kind
@@ -13,11 +13,16 @@
 //!   the RVM bytecode VM (`regorus_rvm`) — on the same facts. Before measuring, every complaint
 //!   case is decided both ways and the outcome, reasons, actions, routes and panel
 //!   recommendations must agree.
-//! - `facts/*`: facts conversion alone — schema validation, JSON → Rhai values (`to_dynamic`,
-//!   a copy of the engine's private function), protobuf request → facts, decision → protobuf.
-//! - `store_decide/<kind>`: a full `RuleStore::decide` (live-set lookup included).
-//! - `parts/*`: what one decision is made of (the script alone on a bare engine, the decision id,
-//!   the timestamp), to explain where the time goes.
+//! - `parts/<partnership>/<kind>/*`: what one decision is made of, to explain where the time
+//!   goes — `validate` (`RuleSet::facts`: JSON facts → typed `Facts`), `script` (`RuleSet::
+//!   decide_facts`: the compiled script and the move of its result into a `Decision`), `to_proto`
+//!   (`IssuedDecision::stamp` + `pb::Decision::from`, what the gRPC edge adds), and
+//!   `proto_to_request` (the gRPC request → `EdgeRequest`, for the plan-type and complaint RPCs).
+//! - `store_decide/<partnership>/<kind>`: a full `RuleStore::decide` (live-set lookup included).
+//!
+//! Before measuring, it prints how many Rhai operations each representative decision takes
+//! (counted on a bare engine built from the library's public parts exactly as `RuleSet::compile`
+//! builds its own): the interpreter's cost per operation is what bounds a decision's time.
 
 mod common;
 
@@ -28,13 +33,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cpc_rules::cases::Case;
-use cpc_rules::facts::{Kind, validate};
-use cpc_rules::grpc::convert::DecisionRequest;
+use cpc_rules::engine::RuleSet;
+use cpc_rules::grpc::convert::EdgeRequest;
 use cpc_rules::grpc::pb;
-use cpc_rules::model::Decision;
+use cpc_rules::model::{Decision, DecisionRequest, IssuedDecision};
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
-use common::convert::{self, parse_date_by_hand};
-use common::{bare_engine, bare_engine_variant, to_dynamic};
+use common::{bare_engine, request};
 use rhai::{Dynamic, Scope};
 use serde_json::{Value, json};
 
@@ -117,7 +121,8 @@ fn benches(c: &mut Criterion) {
             let set = &loaded.set;
             let these = common::representatives(&root, set);
             for (kind, case) in &these {
-                let d = set.decide(kind, &case.facts).unwrap_or_else(|e| panic!("{id}/{kind} `{}`: {e}", case.name));
+                let req = request(id, case);
+                let d = set.decide(&req).unwrap_or_else(|e| panic!("{id}/{kind} `{}`: {e}", case.name));
                 assert_eq!(Some(&d.outcome), case.expect.outcome.as_ref(), "{id}/{kind} `{}`", case.name);
                 println!(
                     "decide/{id}/{kind}: case `{}` ({}:{}) -> {} ({} reasons, {} actions)",
@@ -128,9 +133,7 @@ fn benches(c: &mut Criterion) {
                     d.reasons.len(),
                     d.actions.len()
                 );
-                group.bench_function(format!("{id}/{kind}"), |b| {
-                    b.iter(|| counted(set.decide(black_box(kind), black_box(&case.facts))))
-                });
+                group.bench_function(format!("{id}/{kind}"), |b| b.iter(|| counted(set.decide(black_box(&req)))));
             }
             reps.insert(id.clone(), these);
         }
@@ -139,9 +142,10 @@ fn benches(c: &mut Criterion) {
 
     // ---- how much script each representative decision runs (Rhai operations) ---------------------
     for (id, these) in &reps {
+        let loaded = store.get(id).expect("live set");
         let mut line = Vec::new();
         for (kind, case) in these {
-            line.push(format!("{kind} {}", script_operations(&root, id, kind, &case.facts)));
+            line.push(format!("{kind} {}", script_operations(&root, &loaded.set, case)));
         }
         println!("rhai operations per decision, {id}: {}", line.join(", "));
     }
@@ -152,20 +156,21 @@ fn benches(c: &mut Criterion) {
         for id in &ids {
             let loaded = store.get(id).expect("live set");
             let set = &loaded.set;
-            let cases: Vec<Case> = common::decision_cases(&root, id)
+            let reqs: Vec<DecisionRequest> = common::decision_cases(&root, id)
                 .into_values()
                 .flatten()
                 .filter(|c| set.kinds().any(|k| k.name == c.kind))
+                .map(|c| request(id, &c))
                 .collect();
-            if cases.is_empty() {
+            if reqs.is_empty() {
                 continue;
             }
-            group.throughput(Throughput::Elements(cases.len() as u64));
-            println!("decide_all_cases/{id}: {} decision-producing cases", cases.len());
+            group.throughput(Throughput::Elements(reqs.len() as u64));
+            println!("decide_all_cases/{id}: {} decision-producing cases", reqs.len());
             group.bench_function(id.as_str(), |b| {
                 b.iter(|| {
-                    for case in &cases {
-                        black_box(counted(set.decide(&case.kind, black_box(&case.facts))));
+                    for req in &reqs {
+                        black_box(counted(set.decide(black_box(req))));
                     }
                 })
             });
@@ -176,181 +181,48 @@ fn benches(c: &mut Criterion) {
     // ---- complaint_policy: Rhai vs regorus on the same facts -----------------------------------
     complaint_policy(c, &store, &root);
 
-    // ---- facts conversion alone -----------------------------------------------------------------
-    // One representative case per kind, from the first partnership (in id order) that has it.
-    let mut per_kind: BTreeMap<String, (String, Case)> = BTreeMap::new();
-    for (id, these) in &reps {
-        for (kind, case) in these {
-            per_kind.entry(kind.clone()).or_insert_with(|| (id.clone(), case.clone()));
-        }
-    }
-    {
-        let mut group = c.benchmark_group("facts");
-        for (kind, (_, case)) in &per_kind {
-            if let Some(k) = Kind::parse(kind) {
-                group.bench_function(format!("validate/{kind}"), |b| b.iter(|| validate(k, black_box(&case.facts)).expect("valid")));
-            }
-            group.bench_function(format!("to_dynamic/{kind}"), |b| b.iter(|| to_dynamic(black_box(&case.facts))));
-        }
-        if let Some((id, case)) = per_kind.get("plan_type") {
-            let req = common::plan_type_request(id, &case.facts);
-            group.bench_function("proto_to_facts/plan_type", |b| {
-                b.iter_batched(|| req.clone(), |r| DecisionRequest::try_from(r).expect("converts"), BatchSize::SmallInput)
-            });
-        }
-        if let Some((id, case)) = per_kind.get("complaint_eligibility") {
-            let req = common::complaint_request(id, &case.facts);
-            group.bench_function("proto_to_facts/complaint_eligibility", |b| {
-                b.iter_batched(|| req.clone(), |r| DecisionRequest::try_from(r).expect("converts"), BatchSize::SmallInput)
-            });
-        }
-        for (kind, (id, case)) in &per_kind {
-            let d = store.decide(id, kind, &case.facts).expect("decides");
-            group.bench_function(format!("decision_to_proto/{kind}"), |b| {
-                b.iter_batched(|| d.clone(), pb::Decision::from, BatchSize::SmallInput)
-            });
-        }
-        group.finish();
-    }
-
-    // ---- store_decide/<kind>: full RuleStore::decide --------------------------------------------
-    {
-        let mut group = c.benchmark_group("store_decide");
-        for (kind, (id, case)) in &per_kind {
-            group.bench_function(format!("{id}/{kind}"), |b| {
-                b.iter(|| counted(store.decide(black_box(id), black_box(kind), black_box(&case.facts))))
-            });
-        }
-        group.finish();
-    }
-
     // ---- parts: where one decision's time goes ---------------------------------------------------
     {
         let mut group = c.benchmark_group("parts");
-        group.bench_function("uuid_v4_to_string", |b| b.iter(|| uuid::Uuid::new_v4().to_string()));
-        group.bench_function("decided_at_rfc3339", |b| {
-            b.iter(|| chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
-        });
-        for (kind, (id, case)) in &per_kind {
-            let (engine, ast) = bare_engine(&root, id, kind);
-            group.bench_function(format!("scope_with_facts/{kind}"), |b| {
-                b.iter(|| {
-                    let mut scope = Scope::new();
-                    scope.push_constant_dynamic("facts", to_dynamic(black_box(&case.facts)));
-                    scope
-                })
-            });
-            group.bench_function(format!("script_only/{id}/{kind}"), |b| {
-                b.iter(|| {
-                    let mut scope = Scope::new();
-                    scope.push_constant_dynamic("facts", to_dynamic(black_box(&case.facts)));
-                    engine.eval_ast_with_scope::<Dynamic>(&mut scope, &ast).expect("script runs")
-                })
-            });
-        }
-        group.finish();
-    }
-
-    // ---- engine_variants: what the hardened engine's settings cost -------------------------------
-    // On the slowest representative decision of each kind's partnership set, and on the compared
-    // complaint policy.
-    {
-        let mut group = c.benchmark_group("engine_variants");
-        let mut targets: Vec<(String, String, Case)> = Vec::new();
-        for (kind, (id, case)) in &per_kind {
-            if kind == "plan_type" || kind == "complaint_eligibility" {
-                targets.push((id.clone(), kind.clone(), case.clone()));
-            }
-        }
-        for (id, kind, case) in &targets {
-            for variant in ["hardened", "no_size_limits", "no_limits", "optimize_full", "no_interner"] {
-                let (engine, ast) = bare_engine_variant(&root, id, kind, variant);
-                group.bench_function(format!("{variant}/{id}/{kind}"), |b| {
-                    b.iter(|| {
-                        let mut scope = Scope::new();
-                        scope.push_constant_dynamic("facts", to_dynamic(black_box(&case.facts)));
-                        engine.eval_ast_with_scope::<Dynamic>(&mut scope, &ast).expect("script runs")
-                    })
-                });
-            }
-            // The hardened engine, keeping Rhai's function-resolution cache from one decision to
-            // the next (`eval_ast_with_scope` starts each evaluation with an empty one).
-            let (engine, ast) = bare_engine_variant(&root, id, kind, "hardened");
-            let mut caches = rhai::Caches::new();
-            let check = {
-                let mut global = engine.new_global_runtime_state();
-                global.lib.push(ast.shared_lib().clone());
-                let mut scope = Scope::new();
-                scope.push_constant_dynamic("facts", to_dynamic(&case.facts));
-                #[allow(deprecated)]
-                engine.eval_statements_raw(&mut global, &mut caches, &mut scope, ast.statements()).expect("script runs")
-            };
-            let mut scope = Scope::new();
-            scope.push_constant_dynamic("facts", to_dynamic(&case.facts));
-            let plain = engine.eval_ast_with_scope::<Dynamic>(&mut scope, &ast).expect("script runs");
-            assert_eq!(format!("{check:?}"), format!("{plain:?}"), "the raw evaluation gives the same result");
-            group.bench_function(format!("reuse_fn_cache/{id}/{kind}"), |b| {
-                b.iter(|| {
-                    let mut global = engine.new_global_runtime_state();
-                    global.lib.push(ast.shared_lib().clone());
-                    let mut scope = Scope::new();
-                    scope.push_constant_dynamic("facts", to_dynamic(black_box(&case.facts)));
-                    #[allow(deprecated)]
-                    engine.eval_statements_raw(&mut global, &mut caches, &mut scope, ast.statements()).expect("script runs")
-                })
-            });
-        }
-        for d in ["2025-04-17", "2024-02-29", "2025-02-29", "2025-13-01", "2025-4-17", "2025-04-1x", "２025-04-1", "0000-01-01"] {
-            assert_eq!(cpc_rules::facts::parse_date(d), parse_date_by_hand(d), "the hand parser differs on {d}");
-        }
-        group.bench_function("parse_date/chrono_parse_from_str", |b| {
-            b.iter(|| cpc_rules::facts::parse_date(black_box("2025-04-17")))
-        });
-        group.bench_function("parse_date/by_hand", |b| b.iter(|| parse_date_by_hand(black_box("2025-04-17"))));
-        group.finish();
-    }
-
-    // ---- conversion: the script's result → Decision, as now and as proposed ----------------------
-    {
-        let mut group = c.benchmark_group("conversion");
-        for (kind, (id, case)) in &per_kind {
+        for (id, these) in &reps {
             let loaded = store.get(id).expect("live set");
             let set = &loaded.set;
-            let sections: std::collections::HashMap<String, String> = set
-                .metadata()
-                .documents
-                .iter()
-                .flat_map(|d| d.sections.iter().map(move |s| (s.clone(), d.title.clone())))
-                .collect();
-            let info = set.kinds().find(|k| &k.name == kind).expect("kind");
-            let ctx = convert::Ctx {
-                id,
-                kind,
-                outcomes: &info.outcomes,
-                revision: set.revision(),
-                sections: &sections,
-                actions: set.actions(),
-            };
-            let (engine, ast) = bare_engine(&root, id, kind);
-            let mut scope = Scope::new();
-            scope.push_constant_dynamic("facts", to_dynamic(&case.facts));
-            let out = engine.eval_ast_with_scope::<Dynamic>(&mut scope, &ast).expect("script runs");
-            let same = |mut d: cpc_rules::model::Decision| {
-                d.decision_id.clear();
-                d.decided_at.clear();
-                d
-            };
-            let engine_made = same(set.decide(kind, &case.facts).expect("decides"));
-            let now = same(convert::current(&ctx, out.clone()).expect("converts"));
-            let next = same(convert::proposed(&ctx, out.clone()).expect("converts"));
-            assert_eq!(now, engine_made, "the copied conversion matches the engine's for {id}/{kind}");
-            assert_eq!(next, engine_made, "the proposed conversion matches the engine's for {id}/{kind}");
-            group.bench_function(format!("current/{id}/{kind}"), |b| {
-                b.iter_batched(|| out.clone(), |o| convert::current(&ctx, o).expect("converts"), BatchSize::SmallInput)
-            });
-            group.bench_function(format!("proposed/{id}/{kind}"), |b| {
-                b.iter_batched(|| out.clone(), |o| convert::proposed(&ctx, o).expect("converts"), BatchSize::SmallInput)
-            });
+            for (kind, case) in these {
+                let req = request(id, case);
+                group.bench_function(format!("{id}/{kind}/validate"), |b| {
+                    b.iter(|| set.facts(black_box(&req.kind), black_box(&req.facts), req.today).expect("valid"))
+                });
+                let facts = set.facts(&req.kind, &req.facts, req.today).expect("valid");
+                group.bench_function(format!("{id}/{kind}/script"), |b| b.iter(|| counted(set.decide_facts(black_box(&facts)))));
+                let d = set.decide(&req).expect("decides");
+                let at = chrono::Utc::now();
+                group.bench_function(format!("{id}/{kind}/to_proto"), |b| {
+                    b.iter_batched(|| d.clone(), |d| pb::Decision::from(IssuedDecision::stamp(d, at)), BatchSize::SmallInput)
+                });
+                if let Some(edge) = proto_request(id, case) {
+                    let (pb_req, convert) = edge;
+                    group.bench_function(format!("{id}/{kind}/proto_to_request"), |b| {
+                        b.iter_batched(|| pb_req.clone(), |r| convert(r), BatchSize::SmallInput)
+                    });
+                }
+            }
+        }
+        group.finish();
+    }
+
+    // ---- store_decide/<partnership>/<kind>: full RuleStore::decide --------------------------------
+    {
+        let mut group = c.benchmark_group("store_decide");
+        let mut seen = std::collections::BTreeSet::new();
+        for (id, these) in &reps {
+            for (kind, case) in these {
+                // One partnership per kind: the store's lookup costs the same for every one.
+                if !seen.insert(kind.clone()) {
+                    continue;
+                }
+                let req = request(id, case);
+                group.bench_function(format!("{id}/{kind}"), |b| b.iter(|| counted(store.decide(black_box(&req)))));
+            }
         }
         group.finish();
     }
@@ -364,20 +236,44 @@ fn benches(c: &mut Criterion) {
     }
 }
 
-/// The number of Rhai operations one evaluation of a kind's script takes on these facts.
-fn script_operations(root: &Path, id: &str, kind: &str, facts: &Value) -> u64 {
+/// The number of Rhai operations one evaluation of a case's script takes, on a bare engine set
+/// up as the rule set's own (`RuleSet` does not expose its engine).
+fn script_operations(root: &Path, set: &RuleSet, case: &Case) -> u64 {
     use std::sync::atomic::{AtomicU64, Ordering};
-    let (mut engine, ast) = bare_engine(root, id, kind);
+    let (mut engine, ast) = bare_engine(root, set, &case.kind);
     let ops = Arc::new(AtomicU64::new(0));
     let seen = Arc::clone(&ops);
     engine.on_progress(move |n| {
         seen.fetch_max(n, Ordering::Relaxed);
         None
     });
+    let facts = set.facts(&case.kind, &case.facts, case.today).expect("valid facts");
     let mut scope = Scope::new();
-    scope.push_constant_dynamic("facts", to_dynamic(facts));
+    scope.push_constant_dynamic("facts", Dynamic::from(facts));
     let _ = engine.eval_ast_with_scope::<Dynamic>(&mut scope, &ast).expect("script runs");
     ops.load(Ordering::Relaxed)
+}
+
+/// A protobuf request (as a boxed conversion) carrying a case's facts, for the RPCs the bench
+/// builds requests for (plan type and complaint eligibility).
+type ProtoConversion = Box<dyn Fn(ProtoRequest) -> Result<EdgeRequest, Vec<cpc_rules::facts::FieldViolation>>>;
+
+#[derive(Clone)]
+enum ProtoRequest {
+    Plan(pb::DeterminePlanTypeRequest),
+    Complaint(pb::CheckComplaintEligibilityRequest),
+}
+
+fn proto_request(id: &str, case: &Case) -> Option<(ProtoRequest, ProtoConversion)> {
+    let convert: ProtoConversion = Box::new(|r| match r {
+        ProtoRequest::Plan(p) => EdgeRequest::try_from(p),
+        ProtoRequest::Complaint(c) => EdgeRequest::try_from(c),
+    });
+    match case.kind.as_str() {
+        "plan_type" => Some((ProtoRequest::Plan(common::plan_type_request(id, &case.facts)), convert)),
+        "complaint_eligibility" => Some((ProtoRequest::Complaint(common::complaint_request(id, &case.facts)), convert)),
+        _ => None,
+    }
 }
 
 fn complaint_policy(c: &mut Criterion, store: &cpc_rules::store::RuleStore, root: &Path) {
@@ -397,7 +293,7 @@ fn complaint_policy(c: &mut Criterion, store: &cpc_rules::store::RuleStore, root
     if cases.is_empty() {
         for id in store.ids() {
             let other = common::decision_cases(root, &id).remove("complaint_eligibility").unwrap_or_default();
-            cases.extend(other.into_iter().filter(|c| set.decide(&c.kind, &c.facts).is_ok()));
+            cases.extend(other.into_iter().filter(|c| set.decide(&request(COMPARED, c)).is_ok()));
         }
         source = "every partnership's complaint cases".into();
     }
@@ -423,7 +319,7 @@ fn complaint_policy(c: &mut Criterion, store: &cpc_rules::store::RuleStore, root
     let mut outcomes = BTreeMap::<String, usize>::new();
     let mut wording_differs = 0;
     for case in &cases {
-        let d = set.decide("complaint_eligibility", &case.facts).unwrap_or_else(|e| panic!("`{}`: {e}", case.name));
+        let d = set.decide(&request(COMPARED, case)).unwrap_or_else(|e| panic!("`{}`: {e}", case.name));
         let want = decision_as_json(&d);
         engine.set_input(regorus::Value::from(case.facts.clone()));
         let mut got = vec![("regorus_engine", rego_json(&engine.eval_rule(REGO_ENTRY.into()).expect("rego evaluates")))];
@@ -463,7 +359,8 @@ fn complaint_policy(c: &mut Criterion, store: &cpc_rules::store::RuleStore, root
     let rep = common::representative(&cases).expect("a case").clone();
     println!("complaint_policy: representative case `{}` -> {}", rep.name, rep.expect.outcome.as_deref().unwrap_or("?"));
     let mut group = c.benchmark_group("complaint_policy");
-    group.bench_function("rhai_decide", |b| b.iter(|| counted(set.decide("complaint_eligibility", black_box(&rep.facts)))));
+    let rep_req = request(COMPARED, &rep);
+    group.bench_function("rhai_decide", |b| b.iter(|| counted(set.decide(black_box(&rep_req)))));
     group.bench_function("regorus_engine", |b| {
         b.iter(|| {
             engine.set_input(regorus::Value::from(black_box(&rep.facts).clone()));
@@ -487,10 +384,11 @@ fn complaint_policy(c: &mut Criterion, store: &cpc_rules::store::RuleStore, root
 
     let mut group = c.benchmark_group("complaint_policy_all_cases");
     group.throughput(Throughput::Elements(cases.len() as u64));
+    let reqs: Vec<DecisionRequest> = cases.iter().map(|c| request(COMPARED, c)).collect();
     group.bench_function("rhai_decide", |b| {
         b.iter(|| {
-            for case in &cases {
-                black_box(counted(set.decide("complaint_eligibility", black_box(&case.facts))));
+            for req in &reqs {
+                black_box(counted(set.decide(black_box(req))));
             }
         })
     });

@@ -194,10 +194,11 @@ impl Calendar {
     }
 
     fn covered(&self, date: NaiveDate) -> Result<(), CalendarError> {
-        let (first, last) = self.range();
         if self.years.contains_key(&date.year()) {
             Ok(())
         } else {
+            // The range only for the error: this runs for every day a date helper counts.
+            let (first, last) = self.range();
             Err(CalendarError::OutOfRange { date, first, last })
         }
     }
@@ -224,7 +225,7 @@ impl Calendar {
         let mut d = date;
         let mut left = n;
         while left > 0 {
-            d = d.succ_opt().ok_or(CalendarError::OutOfRange { date: d, first: self.range().0, last: self.range().1 })?;
+            d = d.succ_opt().ok_or_else(|| CalendarError::OutOfRange { date: d, first: self.range().0, last: self.range().1 })?;
             if self.is_working_day(d)? {
                 left -= 1;
             }

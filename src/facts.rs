@@ -15,7 +15,7 @@
 use std::ops::RangeInclusive;
 use std::sync::Arc;
 
-use chrono::NaiveDate;
+use chrono::{Datelike, NaiveDate};
 use rhai::ImmutableString;
 use serde_json::{Map, Value};
 
@@ -105,6 +105,38 @@ pub fn parse_date(s: &str) -> Option<NaiveDate> {
     NaiveDate::from_ymd_opt(i32::try_from(num(0..4)?).ok()?, num(5..7)?, num(8..10)?)
 }
 
+/// Formats a date as `YYYY-MM-DD`, exactly as `NaiveDate`'s `Display` does, for the text
+/// scripts see. By hand rather than `d.format("%Y-%m-%d")` (which parses its format string on
+/// every call) or `to_string()` (the formatting machinery): dates are formatted on every read of
+/// a date fact and every date helper's answer (see docs/performance.md). Years outside
+/// 0–9999, which `Display` writes with a sign, go through `Display`.
+pub fn format_date(d: NaiveDate) -> ImmutableString {
+    let (year, month, day) = (d.year(), d.month(), d.day());
+    let Ok(year) = u32::try_from(year) else {
+        return d.to_string().into();
+    };
+    if year > 9999 {
+        return d.to_string().into();
+    }
+    let digit = |n: u32| b'0' + (n % 10) as u8;
+    let b = [
+        digit(year / 1000),
+        digit(year / 100),
+        digit(year / 10),
+        digit(year),
+        b'-',
+        digit(month / 10),
+        digit(month),
+        b'-',
+        digit(day / 10),
+        digit(day),
+    ];
+    match std::str::from_utf8(&b) {
+        Ok(s) => ImmutableString::from(s),
+        Err(_) => d.to_string().into(),
+    }
+}
+
 /// One validated fact value.
 #[derive(Debug, Clone, PartialEq)]
 pub enum FactValue {
@@ -118,10 +150,10 @@ pub enum FactValue {
     Text(ImmutableString),
     /// A code of its list.
     Code(ImmutableString),
-    /// A list of values.
-    List(Vec<FactValue>),
+    /// A list of values (shared: a script reading the fact gets it without a copy).
+    List(Arc<[FactValue]>),
     /// A nested object: every field of its declaration, in order.
-    Object(Vec<(ImmutableString, FactValue)>),
+    Object(Arc<[(ImmutableString, FactValue)]>),
 }
 
 impl FactValue {
@@ -130,7 +162,7 @@ impl FactValue {
         match self {
             FactValue::Bool(b) => Value::Bool(*b),
             FactValue::Int(i) => Value::from(*i),
-            FactValue::Date(d) => Value::String(d.format("%Y-%m-%d").to_string()),
+            FactValue::Date(d) => Value::String(format_date(*d).to_string()),
             FactValue::Text(s) | FactValue::Code(s) => Value::String(s.to_string()),
             FactValue::List(items) => Value::Array(items.iter().map(FactValue::to_json).collect()),
             FactValue::Object(fields) => Value::Object(fields.iter().map(|(k, v)| (k.to_string(), v.to_json())).collect()),
@@ -326,7 +358,7 @@ fn check_value(ty: &FactType, v: &Value, path: &str, ctx: &Context, out: &mut Ve
                 let before = out.len();
                 let values: Vec<FactValue> =
                     items.iter().enumerate().filter_map(|(i, it)| check_value(item, it, &format!("{path}[{i}]"), ctx, out)).collect();
-                (out.len() == before).then_some(FactValue::List(values))
+                (out.len() == before).then(|| FactValue::List(values.into()))
             }
             None => {
                 out.push(FieldViolation::new(path, "must be a list"));
@@ -349,7 +381,7 @@ fn check_value(ty: &FactType, v: &Value, path: &str, ctx: &Context, out: &mut Ve
                     }
                 }
                 unknown_keys(fields, map, path, out);
-                (out.len() == before).then_some(FactValue::Object(values))
+                (out.len() == before).then(|| FactValue::Object(values.into()))
             }
             None => {
                 out.push(FieldViolation::new(path, "must be an object"));
@@ -372,7 +404,7 @@ fn cross_checks(f: &Facts, out: &mut Vec<FieldViolation>) {
                 Some(FactValue::List(c)) => Some(c),
                 _ => None,
             };
-            match (f.code("significant_harm"), cats.map(Vec::len)) {
+            match (f.code("significant_harm"), cats.map(|c| c.len())) {
                 (Some("suffered" | "likely"), Some(0)) => out.push(FieldViolation::new(
                     "categories",
                     "a child at risk of significant harm needs at least one category of abuse for a child protection plan",
@@ -449,6 +481,23 @@ mod tests {
 
     fn fields(k: &str, v: Value) -> Vec<String> {
         Facts::validate(&kind(k), &v, &ctx()).err().unwrap_or_default().into_iter().map(|f| f.field).collect()
+    }
+
+    #[test]
+    fn format_date_writes_what_display_writes() {
+        let mut dates: Vec<NaiveDate> = [(0, 1, 1), (9, 9, 9), (999, 12, 31), (2024, 2, 29), (2025, 4, 17), (9999, 12, 31), (10000, 1, 1), (-1, 6, 30)]
+            .into_iter()
+            .filter_map(|(y, m, d)| NaiveDate::from_ymd_opt(y, m, d))
+            .collect();
+        dates.extend([NaiveDate::MIN, NaiveDate::MAX]);
+        let mut d = NaiveDate::from_ymd_opt(2019, 12, 25).unwrap_or_default();
+        for _ in 0..800 {
+            dates.push(d);
+            d = d.succ_opt().unwrap_or(d);
+        }
+        for d in dates {
+            assert_eq!(format_date(d).as_str(), d.to_string(), "{d:?}");
+        }
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! What both benchmarks share: the bundled rules, realistic facts taken from the partnerships'
-//! own test cases, and the conversion of those facts into gRPC requests.
+//! own test cases, and the conversion of those facts into core requests ([`DecisionRequest`])
+//! and gRPC requests. Decisions are made through the library's own API only.
 //!
 //! Nothing here names a partnership or a kind: the benchmarks iterate over whatever each
 //! partnership's `RuleSet::kinds()` lists and over the decision-producing cases in
@@ -8,16 +9,18 @@
 
 #![allow(dead_code)] // each bench uses a different part of this module
 
-pub mod convert;
-
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use cpc_rules::calendar::Calendar;
 use cpc_rules::cases::{Case, parse_cases};
+use cpc_rules::engine::script_types::{ResultContext, register as register_results};
 use cpc_rules::engine::{Limits, RuleSet, SourceFile, build_engine};
+use cpc_rules::facts::FieldViolation;
+use cpc_rules::grpc::convert::EdgeRequest;
 use cpc_rules::grpc::pb;
+use cpc_rules::model::DecisionRequest;
 use cpc_rules::store::{RuleStore, partnership_ids};
 use rhai::{AST, Engine, Map, Scope};
 use serde_json::Value;
@@ -232,67 +235,53 @@ pub fn median(v: &mut [f64]) -> f64 {
     if v.is_empty() { f64::NAN } else { v[v.len() / 2] }
 }
 
-/// JSON facts → Rhai values, exactly as the engine converts them.
-pub use cpc_rules::engine::to_dynamic;
-
-/// A bare engine running one kind's script exactly as `RuleSet::compile` sets it up (hardened
-/// engine, helpers, shared functions as a global module), for the `parts/script_only` benchmarks and the thread-scaling test.
-pub fn bare_engine(root: &Path, id: &str, kind: &str) -> (Engine, AST) {
-    bare_engine_variant(root, id, kind, "hardened")
+/// The request a case makes: its partnership, kind, facts and the case's own `today`, as every
+/// edge builds it.
+pub fn request(partnership: &str, case: &Case) -> DecisionRequest {
+    DecisionRequest { partnership: partnership.to_string(), kind: case.kind.clone(), facts: case.facts.clone(), today: case.today }
 }
 
-/// [`bare_engine`] with one setting changed, to measure what it costs:
-/// `hardened` (as the service runs), `no_size_limits` (no string/array/map size checks),
-/// `no_limits` (no size, operation or depth limits), `optimize_full` (constant folding),
-/// `no_interner` (no string interner, so no lock shared by the threads running one engine).
-pub fn bare_engine_variant(root: &Path, id: &str, kind: &str, variant: &str) -> (Engine, AST) {
+/// The core's request for what a gRPC request converted to at the edge (`today` as the
+/// service stamps it), or the edge's problems.
+pub fn edge_request(edge: EdgeRequest) -> Result<DecisionRequest, Vec<FieldViolation>> {
+    if !edge.problems.is_empty() {
+        return Err(edge.problems);
+    }
+    Ok(DecisionRequest { partnership: edge.partnership, kind: edge.kind, facts: edge.facts, today: cpc_rules::clock::today_in_england() })
+}
+
+/// A bare engine running one kind's script as `RuleSet::compile` sets it up (hardened engine,
+/// helpers, result types, shared functions as global modules, the AST optimised in full), built
+/// from the library's public parts. Used to count the Rhai operations a decision takes
+/// (`on_progress`), which `RuleSet` does not expose.
+pub fn bare_engine(root: &Path, set: &RuleSet, kind: &str) -> (Engine, AST) {
     let read = |p: &Path| std::fs::read_to_string(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
     let calendar = Calendar::from_toml(&read(&root.join("calendar/bank-holidays.toml"))).expect("calendar");
-    let mut engine = build_engine(&Limits::default(), Arc::new(calendar));
-    match variant {
-        "hardened" => {}
-        "no_size_limits" => {
-            engine.set_max_string_size(0).set_max_array_size(0).set_max_map_size(0);
-        }
-        "no_limits" => {
-            engine
-                .set_max_string_size(0)
-                .set_max_array_size(0)
-                .set_max_map_size(0)
-                .set_max_operations(0)
-                .set_max_call_levels(usize::MAX)
-                .set_max_expr_depths(0, 0);
-        }
-        "optimize_full" => {
-            engine.set_optimization_level(rhai::OptimizationLevel::Full);
-        }
-        "no_interner" => {
-            engine.set_max_strings_interned(0);
-        }
-        other => panic!("unknown engine variant {other}"),
-    }
+    let mut engine = build_engine(set.limits());
+    engine.set_optimization_level(rhai::OptimizationLevel::None);
+    cpc_rules::engine::helpers::register(&mut engine, Arc::new(calendar));
+    let sections: HashMap<String, String> = set
+        .metadata()
+        .documents
+        .iter()
+        .flat_map(|d| d.sections.iter().map(move |s| (s.clone(), d.title.clone())))
+        .collect();
+    register_results(&mut engine, ResultContext { sections: Arc::new(sections), actions: Arc::new(set.actions().clone()) });
     let mut shared_files: Vec<_> = std::fs::read_dir(root.join("shared"))
         .expect("shared folder")
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|x| x == "rhai"))
         .collect();
     shared_files.sort();
-    let mut shared: Option<AST> = None;
     for p in shared_files {
         let ast = engine.compile(read(&p)).expect("shared script compiles");
-        shared = Some(match shared {
-            Some(acc) => acc.merge(&ast),
-            None => ast,
-        });
-    }
-    if let Some(ast) = &shared {
-        let mut module = rhai::Module::eval_ast_as_new(Scope::new(), ast, &engine).expect("shared module");
-        module.set_id("shared");
+        let mut module = rhai::Module::eval_ast_as_new(Scope::new(), &ast, &engine).expect("shared module");
+        module.set_id(p.display().to_string());
         engine.register_global_module(module.into());
     }
     let mut scope = Scope::new();
     scope.push("facts", Map::new());
-    let ast = engine.compile_with_scope(&scope, read(&root.join(id).join(format!("{kind}.rhai")))).expect("script compiles");
+    let ast = engine.compile_with_scope(&scope, read(&root.join(set.id()).join(format!("{kind}.rhai")))).expect("script compiles");
+    let ast = engine.optimize_ast(&scope, ast, rhai::OptimizationLevel::Full);
     (engine, ast)
 }
-

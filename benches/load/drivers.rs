@@ -33,6 +33,15 @@ impl Req {
         }
     }
 
+    /// The request as the gRPC edge converts it (valid by construction: from a passing case).
+    pub(crate) fn edge_request(&self) -> cpc_rules::grpc::convert::EdgeRequest {
+        match self {
+            Req::Plan(p, _) => cpc_rules::grpc::convert::EdgeRequest::try_from(p.clone()),
+            Req::Complaint(c, _) => cpc_rules::grpc::convert::EdgeRequest::try_from(c.clone()),
+        }
+        .expect("valid request")
+    }
+
     pub(crate) async fn call(&self, client: &mut DecisionServiceClient<Channel>) -> Result<Response<pb::Decision>, Status> {
         match self {
             Req::Plan(r, _) => client.determine_plan_type(r.clone()).await,

@@ -180,62 +180,22 @@ fn hot_reload(cfg: &Config, left_out: &[String]) {
 /// the decision work itself scales across the machine's cores.
 fn decide_threads(store: &Arc<RuleStore>, mix: &[Req]) {
     println!("\n== RuleStore::decide on the request mix, no transport ==");
-    let facts: Arc<Vec<(String, String, serde_json::Value)>> = Arc::new(
-        mix.iter()
-            .map(|r| {
-                let d = match r {
-                    Req::Plan(p, _) => cpc_rules::grpc::convert::DecisionRequest::try_from(p.clone()),
-                    Req::Complaint(c, _) => cpc_rules::grpc::convert::DecisionRequest::try_from(c.clone()),
-                }
-                .expect("valid request");
-                (d.partnership, d.kind, d.facts)
-            })
-            .collect(),
-    );
+    let reqs: Arc<Vec<cpc_rules::model::DecisionRequest>> =
+        Arc::new(mix.iter().map(|r| common::edge_request(r.edge_request()).expect("valid request")).collect());
     let counts: Vec<usize> = std::env::var("LOAD_DECIDE_THREADS")
         .ok()
         .map(|v| v.split(',').filter_map(|x| x.trim().parse().ok()).collect())
         .unwrap_or_else(|| vec![1, 2]);
     for threads in counts.iter().copied() {
         let store = Arc::clone(store);
-        let facts = Arc::clone(&facts);
+        let reqs = Arc::clone(&reqs);
         let rate = per_second_on_threads(threads, 3.0, move |i| {
-            let (p, k, f) = &facts[i % facts.len()];
-            std::hint::black_box(store.decide(p, k, f).ok());
+            std::hint::black_box(store.decide(&reqs[i % reqs.len()]).ok());
         });
         println!(
             "  RuleStore::decide, {threads} thread(s): {rate:.0} decisions/s in total, {:.1} µs per decision per thread",
             threads as f64 * 1e6 / rate
         );
-    }
-
-    // The scripts alone on engines shared by the threads, as `RuleSet` shares its engine: as
-    // configured (`hardened`) and explicitly without Rhai's string interner (`no_interner`).
-    // Since the engine builder turned the interner off, the two should match; a gap between
-    // them would mean the interner's lock is back.
-    let root = common::bundled_rules();
-    for variant in ["hardened", "no_interner"] {
-        let mut engines: std::collections::BTreeMap<(String, String), Arc<(rhai::Engine, rhai::AST)>> = Default::default();
-        for (p, k, _) in facts.iter() {
-            engines
-                .entry((p.clone(), k.clone()))
-                .or_insert_with(|| Arc::new(common::bare_engine_variant(&root, p, k, variant)));
-        }
-        let work: Arc<Vec<(Arc<(rhai::Engine, rhai::AST)>, serde_json::Value)>> =
-            Arc::new(facts.iter().map(|(p, k, f)| (Arc::clone(&engines[&(p.clone(), k.clone())]), f.clone())).collect());
-        for threads in counts.iter().copied() {
-            let work = Arc::clone(&work);
-            let rate = per_second_on_threads(threads, 3.0, move |i| {
-                let (engine_ast, f) = &work[i % work.len()];
-                let mut scope = rhai::Scope::new();
-                scope.push_constant_dynamic("facts", common::to_dynamic(f));
-                std::hint::black_box(engine_ast.0.eval_ast_with_scope::<rhai::Dynamic>(&mut scope, &engine_ast.1).ok());
-            });
-            println!(
-                "  scripts only, engine {variant}, {threads} thread(s): {rate:.0} evaluations/s in total, {:.1} µs per evaluation per thread",
-                threads as f64 * 1e6 / rate
-            );
-        }
     }
 }
 

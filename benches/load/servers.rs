@@ -8,7 +8,10 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use cpc_rules::facts::FieldViolation;
+use cpc_rules::grpc::convert::EdgeRequest;
 use cpc_rules::grpc::pb;
+use cpc_rules::model::IssuedDecision;
 use prost::Message as _;
 use cpc_rules::grpc::pb::decision_service_server::{DecisionService, DecisionServiceServer};
 use cpc_rules::grpc::server::{ServerOptions, serve_with};
@@ -18,6 +21,7 @@ use tokio::sync::oneshot;
 use tonic::transport::Server;
 use tonic::{Request, Response, Status};
 
+use crate::common;
 use crate::config::{free_port, runtime};
 use crate::drivers::Req;
 
@@ -69,17 +73,19 @@ pub(crate) struct Direct {
 }
 
 impl Direct {
-    pub(crate) async fn decide(&self, req: Result<cpc_rules::grpc::convert::DecisionRequest, Vec<cpc_rules::facts::FieldViolation>>) -> Result<Response<pb::Decision>, Status> {
-        let req = req.map_err(|v| Status::invalid_argument(format!("{v:?}")))?;
+    pub(crate) async fn decide(&self, edge: Result<EdgeRequest, Vec<FieldViolation>>) -> Result<Response<pb::Decision>, Status> {
+        let edge = edge.map_err(|v| Status::invalid_argument(format!("{v:?}")))?;
+        let case_ref = edge.case_ref.clone();
+        let req = common::edge_request(edge).map_err(|v| Status::invalid_argument(format!("{v:?}")))?;
         let decided = if self.blocking {
             let store = Arc::clone(&self.store);
-            let (p, k, f) = (req.partnership.clone(), req.kind.clone(), req.facts);
-            tokio::task::spawn_blocking(move || store.decide(&p, &k, &f)).await.map_err(|e| Status::internal(e.to_string()))?
+            tokio::task::spawn_blocking(move || store.decide(&req)).await.map_err(|e| Status::internal(e.to_string()))?
         } else {
-            self.store.decide(&req.partnership, &req.kind, &req.facts)
+            self.store.decide(&req)
         };
-        let mut d = pb::Decision::from(decided.map_err(|e| Status::internal(e.to_string()))?);
-        d.case_ref = req.case_ref;
+        let issued = IssuedDecision::stamp(decided.map_err(|e| Status::internal(e.to_string()))?, cpc_rules::clock::now());
+        let mut d = pb::Decision::from(issued);
+        d.case_ref = case_ref;
         Ok(Response::new(d))
     }
 }
@@ -96,13 +102,13 @@ impl DecisionService for Direct {
         Err(Status::unimplemented("not in the benchmark"))
     }
     async fn determine_plan_type(&self, r: Request<pb::DeterminePlanTypeRequest>) -> Result<Response<pb::Decision>, Status> {
-        self.decide(cpc_rules::grpc::convert::DecisionRequest::try_from(r.into_inner())).await
+        self.decide(EdgeRequest::try_from(r.into_inner())).await
     }
     async fn check_complaint_eligibility(
         &self,
         r: Request<pb::CheckComplaintEligibilityRequest>,
     ) -> Result<Response<pb::Decision>, Status> {
-        self.decide(cpc_rules::grpc::convert::DecisionRequest::try_from(r.into_inner())).await
+        self.decide(EdgeRequest::try_from(r.into_inner())).await
     }
     async fn compute_timescales(&self, _: Request<pb::ComputeTimescalesRequest>) -> Result<Response<pb::Decision>, Status> {
         Err(Status::unimplemented("not in the benchmark"))
@@ -116,13 +122,12 @@ impl DecisionService for Direct {
 /// for the empty handler to return; and the mean encoded size of every real response.
 pub(crate) fn constant_decisions(store: &RuleStore, mix: &[Req]) -> (pb::Decision, pb::Decision, f64) {
     let decide = |r: &Req| -> pb::Decision {
-        let req = match r {
-            Req::Plan(p, _) => cpc_rules::grpc::convert::DecisionRequest::try_from(p.clone()),
-            Req::Complaint(c, _) => cpc_rules::grpc::convert::DecisionRequest::try_from(c.clone()),
-        }
-        .expect("valid request");
-        let mut d = pb::Decision::from(store.decide(&req.partnership, &req.kind, &req.facts).expect("decides"));
-        d.case_ref = req.case_ref;
+        let edge = r.edge_request();
+        let case_ref = edge.case_ref.clone();
+        let req = common::edge_request(edge).expect("valid request");
+        let issued = IssuedDecision::stamp(store.decide(&req).expect("decides"), cpc_rules::clock::now());
+        let mut d = pb::Decision::from(issued);
+        d.case_ref = case_ref;
         d
     };
     let sizes: Vec<usize> = mix.iter().map(|r| decide(r).encoded_len()).collect();

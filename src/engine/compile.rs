@@ -188,7 +188,7 @@ impl RuleSet {
                         let mut ast = engine.optimize_ast(&compile_scope, ast, rhai::OptimizationLevel::Full);
                         ast.set_source(file.path.as_str());
                         let info = KindInfo { name: name.clone(), file: file.path.clone(), schema, reads };
-                        kinds.insert(name, CompiledKind { info, ast });
+                        kinds.insert(name, CompiledKind::new(info, ast));
                     }
                 }
                 Err(e) => diags.push(parse_diag(file, &e)),

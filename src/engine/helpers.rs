@@ -7,10 +7,11 @@
 
 use std::sync::Arc;
 
-use rhai::{Array, Dynamic, Engine, EvalAltResult, Position};
+use rhai::{Array, Dynamic, Engine, EvalAltResult, ImmutableString, Position};
 
 use super::script_types::OutOfCalendar;
 use crate::calendar::{Calendar, CalendarError};
+use crate::facts::format_date;
 use crate::vocabulary::Vocabulary;
 
 /// Documentation of one helper function.
@@ -174,37 +175,37 @@ fn ints(list: &Array) -> Result<Vec<i64>, Box<EvalAltResult>> {
 /// [`super::script_types::register`], which knows the rule set's sections and codes.)
 pub fn register(engine: &mut Engine, calendar: Arc<Calendar>) {
     let c = calendar.clone();
-    engine.register_fn("working_days_after", move |date: &str, n: i64| -> Result<String, Box<EvalAltResult>> {
-        Ok(c.working_days_after(date_arg(date)?, count_arg(n)?).map_err(cal_err)?.to_string())
+    engine.register_fn("working_days_after", move |date: &str, n: i64| -> Result<ImmutableString, Box<EvalAltResult>> {
+        Ok(c.working_days_after(date_arg(date)?, count_arg(n)?).map_err(cal_err).map(format_date)?)
     });
     let c = calendar.clone();
-    engine.register_fn("months_after", move |date: &str, n: i64| -> Result<String, Box<EvalAltResult>> {
-        Ok(c.months_after(date_arg(date)?, count_arg(n)?).map_err(cal_err)?.to_string())
+    engine.register_fn("months_after", move |date: &str, n: i64| -> Result<ImmutableString, Box<EvalAltResult>> {
+        Ok(c.months_after(date_arg(date)?, count_arg(n)?).map_err(cal_err).map(format_date)?)
     });
-    engine.register_fn("days_after", |date: &str, n: i64| -> Result<String, Box<EvalAltResult>> {
+    engine.register_fn("days_after", |date: &str, n: i64| -> Result<ImmutableString, Box<EvalAltResult>> {
         let d = date_arg(date)?;
         let n = count_arg(n)?;
         d.checked_add_days(chrono::Days::new(u64::from(n)))
-            .map(|d| d.to_string())
+            .map(format_date)
             .ok_or_else(|| "date out of range".into())
     });
-    engine.register_fn("days_before", |date: &str, n: i64| -> Result<String, Box<EvalAltResult>> {
+    engine.register_fn("days_before", |date: &str, n: i64| -> Result<ImmutableString, Box<EvalAltResult>> {
         let d = date_arg(date)?;
         let n = count_arg(n)?;
-        d.checked_sub_days(chrono::Days::new(u64::from(n))).map(|d| d.to_string()).ok_or_else(|| "date out of range".into())
+        d.checked_sub_days(chrono::Days::new(u64::from(n))).map(format_date).ok_or_else(|| "date out of range".into())
     });
-    engine.register_fn("calendar_months_after", |date: &str, n: i64| -> Result<String, Box<EvalAltResult>> {
+    engine.register_fn("calendar_months_after", |date: &str, n: i64| -> Result<ImmutableString, Box<EvalAltResult>> {
         let d = date_arg(date)?;
         let n = count_arg(n)?;
-        d.checked_add_months(chrono::Months::new(n)).map(|d| d.to_string()).ok_or_else(|| "date out of range".into())
+        d.checked_add_months(chrono::Months::new(n)).map(format_date).ok_or_else(|| "date out of range".into())
     });
     let c = calendar.clone();
-    engine.register_fn("working_day_on_or_before", move |date: &str| -> Result<String, Box<EvalAltResult>> {
+    engine.register_fn("working_day_on_or_before", move |date: &str| -> Result<ImmutableString, Box<EvalAltResult>> {
         let mut d = date_arg(date)?;
         // At most a long weekend and a run of bank holidays: a bound, not a guess.
         for _ in 0..14 {
             if c.is_working_day(d).map_err(cal_err)? {
-                return Ok(d.to_string());
+                return Ok(format_date(d));
             }
             d = d.pred_opt().ok_or("date out of range")?;
         }

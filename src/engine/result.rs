@@ -6,20 +6,29 @@
 //! is at fault: a fact the call did not give, or a date outside the calendar, is the caller's
 //! problem; a limit, a runtime error or a bad result is the script's, with its position.
 
+use std::sync::Arc;
+
 use rhai::{Dynamic, EvalAltResult, Position};
 
 use super::Limits;
 use super::diagnostics::Location;
 use super::ruleset::KindInfo;
-use super::script_types::{BadResult, MissingFact, OutOfCalendar, ScriptDecision};
+use super::script_types::{BadResult, MissingFact, OutOfCalendar, ScriptAction, ScriptDecision, ScriptReason};
 use crate::error::{DecisionError, ScriptFailure};
 use crate::facts::FieldViolation;
-use crate::model::Decision;
+use crate::model::{Action, Decision, Reason};
 
 /// Moves a script's result into a decision, after the checks only a finished script allows.
 pub(super) fn into_decision(info: &KindInfo, partnership: &str, revision: &str, value: Dynamic) -> Result<Decision, DecisionError> {
     let bad = |message: String| DecisionError::Script { failure: ScriptFailure::BadResult, location: Location::file(info.file.clone()), message };
-    let type_name = value.type_name();
+    // Named as before reasons and actions were shared (the message names the Rust type).
+    let type_name = if value.is::<ScriptReason>() {
+        std::any::type_name::<Reason>()
+    } else if value.is::<ScriptAction>() {
+        std::any::type_name::<Action>()
+    } else {
+        value.type_name()
+    };
     let d = value.try_cast::<ScriptDecision>().ok_or_else(|| {
         bad(format!("the script returned {type_name}, not a decision; end it with `decide(outcome, summary, reasons, actions)`"))
     })?;
@@ -37,8 +46,10 @@ pub(super) fn into_decision(info: &KindInfo, partnership: &str, revision: &str, 
         kind: info.name.clone(),
         outcome: d.outcome.to_string(),
         summary: d.summary.to_string(),
-        reasons: d.reasons,
-        actions: d.actions,
+        // The text is copied here only when the script still shares it (a reason made once when
+        // the rules were compiled is also held by the compiled script).
+        reasons: d.reasons.into_iter().map(|r| Arc::try_unwrap(r).unwrap_or_else(|r| Reason::clone(&r))).collect(),
+        actions: d.actions.into_iter().map(|a| Arc::try_unwrap(a).unwrap_or_else(|a| Action::clone(&a))).collect(),
         rules_revision: revision.to_string(),
         as_of_defaulted: None,
         details: d.details,

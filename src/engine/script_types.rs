@@ -3,7 +3,8 @@
 //!
 //! Scripts build their results through registered Rust types rather than maps: `reason(…)`
 //! returns a [`Reason`] with its citation already resolved, `action(…)` an [`Action`] with its
-//! due date parsed and its codes checked, and `decide(…)` a [`ScriptDecision`]. So what a script
+//! due date parsed and its codes checked (both shared, [`ScriptReason`] and [`ScriptAction`], so
+//! Rhai's copies are cheap), and `decide(…)` a [`ScriptDecision`]. So what a script
 //! returns is already typed, and turning it into a [`crate::model::Decision`] is a move, not a
 //! parse. The facts are a [`Facts`] value whose fields are read through an indexer: reading a
 //! fact the call did not give stops the script with [`MissingFact`], which the engine reports
@@ -15,7 +16,7 @@ use std::sync::Arc;
 use rhai::{Array, Dynamic, Engine, EvalAltResult, ImmutableString, Map, Position};
 
 use super::sources::ActionCatalogue;
-use crate::facts::{FactValue, Facts};
+use crate::facts::{FactValue, Facts, format_date};
 use crate::model::{Action, Citation, Details, GroundRoute, Reason};
 
 /// A script read a fact that the call did not give. Carried as the value of a Rhai runtime
@@ -37,12 +38,23 @@ pub struct ScriptDecision {
     /// One plain-English sentence.
     pub summary: ImmutableString,
     /// The reasons, in order.
-    pub reasons: Vec<Reason>,
+    pub reasons: Vec<Arc<Reason>>,
     /// The actions.
-    pub actions: Vec<Action>,
+    pub actions: Vec<Arc<Action>>,
     /// Kind-specific details.
     pub details: Details,
 }
+
+/// A reason as a script holds it. Rhai passes values by copy — into a list, into `list + list`,
+/// into `decide(…)`'s arguments — and a reason built from constant arguments is made once, when
+/// the rules are compiled, and copied out of the script on every run. Shared, a copy is a
+/// reference count rather than four strings; the decision takes the text once, at the end.
+#[derive(Debug, Clone)]
+pub struct ScriptReason(pub Arc<Reason>);
+
+/// An action as a script holds it, shared for the same reason as [`ScriptReason`].
+#[derive(Debug, Clone)]
+pub struct ScriptAction(pub Arc<Action>);
 
 /// What the helpers that build results need to know about the rule set.
 #[derive(Debug, Clone)]
@@ -67,7 +79,7 @@ fn err(msg: impl Into<String>) -> Box<EvalAltResult> {
 /// data a script may build (it is bounded by the vocabulary), and nothing is copied until a
 /// script reads a field.
 #[derive(Debug, Clone)]
-pub struct FactList(Arc<Vec<FactValue>>);
+pub struct FactList(Arc<[FactValue]>);
 
 impl IntoIterator for FactList {
     type Item = Dynamic;
@@ -79,20 +91,20 @@ impl IntoIterator for FactList {
 
 /// One object of the facts (a complaint ground), read-only; fields are read as `g.category`.
 #[derive(Debug, Clone)]
-pub struct FactObject(Arc<Vec<(ImmutableString, FactValue)>>);
+pub struct FactObject(Arc<[(ImmutableString, FactValue)]>);
 
 /// A fact's value as a script sees it.
 pub fn to_dynamic(v: &FactValue) -> Dynamic {
     match v {
         FactValue::Bool(b) => Dynamic::from_bool(*b),
         FactValue::Int(i) => Dynamic::from_int(*i),
-        FactValue::Date(d) => Dynamic::from(ImmutableString::from(d.format("%Y-%m-%d").to_string())),
+        FactValue::Date(d) => Dynamic::from(format_date(*d)),
         FactValue::Text(s) | FactValue::Code(s) => Dynamic::from(s.clone()),
         FactValue::List(items) if items.iter().any(|i| matches!(i, FactValue::Object(_))) => {
-            Dynamic::from(FactList(Arc::new(items.clone())))
+            Dynamic::from(FactList(items.clone()))
         }
         FactValue::List(items) => Dynamic::from_array(items.iter().map(to_dynamic).collect()),
-        FactValue::Object(fields) => Dynamic::from(FactObject(Arc::new(fields.clone()))),
+        FactValue::Object(fields) => Dynamic::from(FactObject(fields.clone())),
     }
 }
 
@@ -122,13 +134,13 @@ pub fn register(engine: &mut Engine, ctx: ResultContext) {
             .ok_or_else(|| err(format!("`{name}` is not a field of this object")))
     });
 
-    engine.register_type_with_name::<Reason>("Reason");
-    engine.register_get("rule_id", |r: &mut Reason| ImmutableString::from(r.rule_id.as_str()));
-    engine.register_get("assumption", |r: &mut Reason| r.citation.assumption);
-    engine.register_type_with_name::<Action>("Action");
-    engine.register_get("code", |a: &mut Action| ImmutableString::from(a.code.as_str()));
-    engine.register_get("due_date", |a: &mut Action| {
-        a.due_date.map_or(Dynamic::UNIT, |d| Dynamic::from(ImmutableString::from(d.format("%Y-%m-%d").to_string())))
+    engine.register_type_with_name::<ScriptReason>("Reason");
+    engine.register_get("rule_id", |r: &mut ScriptReason| ImmutableString::from(r.0.rule_id.as_str()));
+    engine.register_get("assumption", |r: &mut ScriptReason| r.0.citation.assumption);
+    engine.register_type_with_name::<ScriptAction>("Action");
+    engine.register_get("code", |a: &mut ScriptAction| ImmutableString::from(a.0.code.as_str()));
+    engine.register_get("due_date", |a: &mut ScriptAction| {
+        a.0.due_date.map_or(Dynamic::UNIT, |d| Dynamic::from(format_date(d)))
     });
     engine.register_type_with_name::<ScriptDecision>("Decision");
     engine.register_get("outcome", |d: &mut ScriptDecision| d.outcome.clone());
@@ -162,19 +174,19 @@ pub fn register(engine: &mut Engine, ctx: ResultContext) {
             let reasons = reasons
                 .into_iter()
                 .enumerate()
-                .map(|(i, r)| r.try_cast::<Reason>().ok_or_else(|| err(format!("reasons[{i}] is not a reason; build it with reason(…) or assumption(…)"))))
+                .map(|(i, r)| r.try_cast::<ScriptReason>().map(|r| r.0).ok_or_else(|| err(format!("reasons[{i}] is not a reason; build it with reason(…) or assumption(…)"))))
                 .collect::<Result<Vec<_>, _>>()?;
             let actions = actions
                 .into_iter()
                 .enumerate()
-                .map(|(i, a)| a.try_cast::<Action>().ok_or_else(|| err(format!("actions[{i}] is not an action; build it with action(…)"))))
+                .map(|(i, a)| a.try_cast::<ScriptAction>().map(|a| a.0).ok_or_else(|| err(format!("actions[{i}] is not an action; build it with action(…)"))))
                 .collect::<Result<Vec<_>, _>>()?;
             Ok(ScriptDecision { outcome, summary, reasons, actions, details: Details::default() })
         },
     );
 }
 
-fn make_reason(ctx: &ResultContext, id: ImmutableString, section: ImmutableString, text: ImmutableString, assumption: bool) -> Result<Reason, Box<EvalAltResult>> {
+fn make_reason(ctx: &ResultContext, id: ImmutableString, section: ImmutableString, text: ImmutableString, assumption: bool) -> Result<ScriptReason, Box<EvalAltResult>> {
     if id.trim().is_empty() || text.trim().is_empty() {
         return Err(err("a reason needs a rule id and text"));
     }
@@ -182,14 +194,14 @@ fn make_reason(ctx: &ResultContext, id: ImmutableString, section: ImmutableStrin
         .sections
         .get(section.as_str())
         .ok_or_else(|| err(format!("section `{section}` is not listed in partnership.toml")))?;
-    Ok(Reason {
+    Ok(ScriptReason(Arc::new(Reason {
         rule_id: id.to_string(),
         text: text.to_string(),
         citation: Citation { document: document.clone(), section: section.to_string(), assumption },
-    })
+    })))
 }
 
-fn make_action(ctx: &ResultContext, code: ImmutableString, description: ImmutableString, due: Dynamic, responsible: ImmutableString) -> Result<Action, Box<EvalAltResult>> {
+fn make_action(ctx: &ResultContext, code: ImmutableString, description: ImmutableString, due: Dynamic, responsible: ImmutableString) -> Result<ScriptAction, Box<EvalAltResult>> {
     if !ctx.actions.codes.contains_key(code.as_str()) {
         return Err(err(format!("action code `{code}` is not listed in actions.toml")));
     }
@@ -202,7 +214,7 @@ fn make_action(ctx: &ResultContext, code: ImmutableString, description: Immutabl
         let s = due.into_immutable_string().map_err(|t| err(format!("an action's due date must be a date or (), not {t}")))?;
         Some(crate::facts::parse_date(&s).ok_or_else(|| err(format!("due date `{s}` is not a YYYY-MM-DD date")))?)
     };
-    Ok(Action { code: code.to_string(), description: description.to_string(), due_date, responsible: responsible.to_string() })
+    Ok(ScriptAction(Arc::new(Action { code: code.to_string(), description: description.to_string(), due_date, responsible: responsible.to_string() })))
 }
 
 fn strings(v: Dynamic, what: &str) -> Result<Vec<String>, Box<EvalAltResult>> {
