@@ -4,8 +4,11 @@
 //!
 //! ```sh
 //! cargo bench -p cpc-rules-bench --bench record
-//! CPC_BENCH_SECONDS=10 CPC_BENCH_CLIENTS=64 cargo bench -p cpc-rules-bench --bench record
+//! CPC_BENCH_SECONDS=10 CPC_BENCH_CLIENTS=64 CPC_BENCH_ROUNDS=5 cargo bench -p cpc-rules-bench --bench record
 //! ```
+//!
+//! The three ways are run in rounds (off, SQLite, PostgreSQL, off, …) and each way's median is
+//! reported, so a change in the machine's other load during the run does not favour one way.
 //!
 //! PostgreSQL: `CPC_BENCH_POSTGRES` (default `postgres://postgres@127.0.0.1:5432`); the bench
 //! makes a database of its own with `psql` and drops it. Without PostgreSQL the row says so.
@@ -136,41 +139,54 @@ fn main() {
         println!("record: bench");
         return;
     }
-    let seconds = env_or("CPC_BENCH_SECONDS", 5u64);
-    let clients = env_or("CPC_BENCH_CLIENTS", 32usize);
+    let seconds = env_or("CPC_BENCH_SECONDS", 4u64);
+    let clients = env_or("CPC_BENCH_CLIENTS", 256usize);
     let rules = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../rules")).to_path_buf();
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    println!("decision record overhead: {clients} concurrent clients, {seconds} s per run after 1 s warm-up, {cores} cores, Evaluate mix (3 kinds × 2 partnerships)");
-    let mut runs = Vec::new();
-
-    runs.push(Run { name: "no record (--record off)", per_second: Some(measure(&rules, None, seconds, clients)), note: String::new() });
-
+    println!("decision record overhead: {clients} concurrent clients, {seconds} s per run after 1 s warm-up, {cores} cores, Evaluate mix (3 kinds × 2 partnerships), median of {} rounds", env_or("CPC_BENCH_ROUNDS", 3usize).max(1));
+    let rounds = env_or("CPC_BENCH_ROUNDS", 3usize).max(1);
     let dir = tempfile::tempdir().expect("tmp");
-    let sqlite = Record::open(RecordConfig::new(Target::Sqlite(dir.path().join("bench.sqlite")))).expect("SQLite record");
-    let rate = measure(&rules, Some(Arc::clone(&sqlite)), seconds, clients);
-    drop(sqlite);
-    runs.push(Run { name: "SQLite (WAL, synchronous=FULL)", per_second: Some(rate), note: String::new() });
-
     let db = format!("cpc_record_bench_{}", std::process::id());
-    if psql("postgres", &format!("CREATE DATABASE {db}")) {
-        let base = env_or("CPC_BENCH_POSTGRES", "postgres://postgres@127.0.0.1:5432".to_string());
-        let key = dir.path().join("pg.key");
-        std::fs::write(&key, "bench-key-0123456789abcdef0123456789abcdef").expect("key");
-        let config = RecordConfig { key_file: Some(key), ..RecordConfig::new(Target::Postgres(format!("{}/{db}", base.trim_end_matches('/')))) };
-        match Record::open(config) {
-            Ok(pg) => {
-                let rate = measure(&rules, Some(Arc::clone(&pg)), seconds, clients);
-                drop(pg);
-                std::thread::sleep(Duration::from_millis(200));
-                runs.push(Run { name: "PostgreSQL (local, synchronous_commit=on)", per_second: Some(rate), note: String::new() });
+    let base_url = env_or("CPC_BENCH_POSTGRES", "postgres://postgres@127.0.0.1:5432".to_string());
+    let pg_target = psql("postgres", &format!("CREATE DATABASE {db}")).then(|| format!("{}/{db}", base_url.trim_end_matches('/')));
+    let key = dir.path().join("pg.key");
+    std::fs::write(&key, "bench-key-0123456789abcdef0123456789abcdef").expect("key");
+    let mut off = Vec::new();
+    let mut sqlite = Vec::new();
+    let mut pg = Vec::new();
+    let mut pg_note = if pg_target.is_some() { String::new() } else { "NOT MEASURED: cannot create a database with psql (set CPC_BENCH_POSTGRES)".to_string() };
+    for round in 0..rounds {
+        off.push(measure(&rules, None, seconds, clients));
+        let record = Record::open(RecordConfig::new(Target::Sqlite(dir.path().join(format!("bench-{round}.sqlite"))))).expect("SQLite record");
+        sqlite.push(measure(&rules, Some(Arc::clone(&record)), seconds, clients));
+        drop(record);
+        if let Some(url) = &pg_target {
+            match Record::open(RecordConfig { key_file: Some(key.clone()), ..RecordConfig::new(Target::Postgres(url.clone())) }) {
+                Ok(record) => {
+                    pg.push(measure(&rules, Some(Arc::clone(&record)), seconds, clients));
+                    drop(record);
+                }
+                Err(e) => pg_note = format!("not measured: {e}"),
             }
-            Err(e) => runs.push(Run { name: "PostgreSQL", per_second: None, note: format!("not measured: {e}") }),
         }
-        let _ = psql("postgres", &format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"));
-    } else {
-        runs.push(Run { name: "PostgreSQL", per_second: None, note: "NOT MEASURED: cannot create a database with psql (set CPC_BENCH_POSTGRES)".into() });
+        eprintln!("round {}: off {:.0}/s, SQLite {:.0}/s, PostgreSQL {}", round + 1, off[round], sqlite[round], pg.get(round).map_or("—".into(), |p| format!("{p:.0}/s")));
     }
-
+    std::thread::sleep(Duration::from_millis(200));
+    if pg_target.is_some() {
+        let _ = psql("postgres", &format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"));
+    }
+    let median = |v: &mut Vec<f64>| -> Option<f64> {
+        if v.is_empty() {
+            return None;
+        }
+        v.sort_by(f64::total_cmp);
+        Some(v[v.len() / 2])
+    };
+    let runs = vec![
+        Run { name: "no record (--record off)", per_second: median(&mut off), note: String::new() },
+        Run { name: "SQLite (WAL, synchronous=FULL)", per_second: median(&mut sqlite), note: String::new() },
+        Run { name: "PostgreSQL (local, synchronous_commit=on)", per_second: median(&mut pg), note: pg_note },
+    ];
     let base = runs[0].per_second.unwrap_or(1.0);
     println!();
     println!("| record | decisions/s | share of unrecorded |");

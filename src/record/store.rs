@@ -241,7 +241,6 @@ CREATE TABLE decisions (
     decision      TEXT NOT NULL
 );
 CREATE INDEX decisions_by_time ON decisions (decided_at, decision_id);
-CREATE INDEX decisions_by_partnership ON decisions (partnership, kind, decided_at);
 CREATE INDEX decisions_by_case_ref ON decisions (case_ref_hash);
 CREATE TABLE refusals (
     day         TEXT NOT NULL,
