@@ -286,7 +286,7 @@ fn status_and_impact_ask_a_running_server() {
     std::fs::write(&token, "s3cret-admin-token-for-the-test").expect("token");
     let _server = Server(
         Command::new(env!("CARGO_BIN_EXE_cpc-rules"))
-            .args(["serve", "--addr", &addr, "--rules", &rules, "--debounce", "50ms", "--caller-token-file"])
+            .args(["serve", "--addr", &addr, "--rules", &rules, "--debounce", "50ms", "--record", "off", "--caller-token-file"])
             .arg(&token)
             .env_remove("CPC_ADMIN_TOKEN")
             .stdout(Stdio::null())

@@ -250,7 +250,7 @@ async fn plaintext_on_a_public_address_is_refused_unless_allowed() {
 fn the_serve_command_refuses_plaintext_on_a_public_address() {
     let rules = fixture();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_cpc-rules"))
-        .args(["serve", "--addr", "0.0.0.0:0", "--rules"])
+        .args(["serve", "--addr", "0.0.0.0:0", "--record", "off", "--rules"])
         .arg(rules.path())
         .env_remove("CPC_ALLOW_PLAINTEXT")
         .env_remove("CPC_TLS_CERT")
@@ -262,7 +262,7 @@ fn the_serve_command_refuses_plaintext_on_a_public_address() {
     assert!(stderr.contains("refusing to serve plaintext gRPC on 0.0.0.0:0"), "{stderr}");
     // A short token is refused too, naming the problem but not the token.
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_cpc-rules"))
-        .args(["serve", "--addr", "127.0.0.1:0", "--rules"])
+        .args(["serve", "--addr", "127.0.0.1:0", "--record", "off", "--rules"])
         .arg(rules.path())
         .env("CPC_ADMIN_TOKEN", "short")
         .env_remove("CPC_ADMIN_TOKEN_FILE")
