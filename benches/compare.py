@@ -15,32 +15,18 @@ REGEX is criterion's filter (default `^(decide|complaint_policy)/`), ROUNDS the 
 groups (default 1), MEASURE_SECS criterion's measurement time per benchmark (default 1.5).
 """
 
-import json
 import os
 import subprocess
 import sys
 import tempfile
 
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from criterion_summary import fmt, results  # noqa: E402  (one reader of criterion's files)
+
+
 def medians(home):
-    out = {}
-    for dirpath, _dirs, files in os.walk(home):
-        if os.path.basename(dirpath) != "new" or "estimates.json" not in files:
-            continue
-        with open(os.path.join(dirpath, "benchmark.json")) as f:
-            bench = json.load(f)
-        with open(os.path.join(dirpath, "estimates.json")) as f:
-            est = json.load(f)
-        out[bench.get("full_id") or bench.get("title")] = est["median"]["point_estimate"]
-    return out
-
-
-def fmt(ns):
-    if ns >= 1e6:
-        return f"{ns / 1e6:.2f} ms"
-    if ns >= 1e3:
-        return f"{ns / 1e3:.2f} µs"
-    return f"{ns:.0f} ns"
+    return {full_id: est["median"]["point_estimate"] for full_id, _bench, est in results(home)}
 
 
 def main():

@@ -22,10 +22,8 @@ def fmt(ns):
     return f"{ns:.0f} ns"
 
 
-def main():
-    root = sys.argv[1] if len(sys.argv) > 1 else "target/criterion"
-    pattern = re.compile(sys.argv[2]) if len(sys.argv) > 2 else None
-    rows = []
+def results(root):
+    """Each benchmark criterion saved under `root`: (full id, benchmark.json, estimates.json)."""
     for dirpath, _dirs, files in os.walk(root):
         if os.path.basename(dirpath) != "new" or "estimates.json" not in files:
             continue
@@ -33,7 +31,14 @@ def main():
             bench = json.load(f)
         with open(os.path.join(dirpath, "estimates.json")) as f:
             est = json.load(f)
-        full_id = bench.get("full_id") or bench.get("title")
+        yield bench.get("full_id") or bench.get("title"), bench, est
+
+
+def main():
+    root = sys.argv[1] if len(sys.argv) > 1 else "target/criterion"
+    pattern = re.compile(sys.argv[2]) if len(sys.argv) > 2 else None
+    rows = []
+    for full_id, bench, est in results(root):
         if pattern and not pattern.search(full_id):
             continue
         med = est["median"]
