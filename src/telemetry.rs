@@ -10,9 +10,8 @@
 //! **Spans.** Each decision call is one `cpc.decision` span (kind `SERVER`) with a child per
 //! phase: [`span::ADMISSION`] (from the call reaching the decider until it either holds a script
 //! slot, joins the queue or is refused), [`span::QUEUE_WAIT`] (only for a call that had to wait
-//! for a slot), [`span::SCRIPT`] (the rules running on the blocking pool) and, once the decision
-//! record exists, [`span::RECORD_WRITE`] (the name is fixed now so dashboards can be built
-//! ahead of it).
+//! for a slot), [`span::SCRIPT`] (the rules running on the blocking pool) and, when the server
+//! keeps a decision record, [`span::RECORD_WRITE`] (waiting for the decision to be durable).
 //!
 //! **Privacy.** The spans are built here from timestamps and a closed set of attributes
 //! ([`attr`]): partnership and kind (only when the live rules know them, so a caller cannot
@@ -47,7 +46,7 @@ pub mod span {
     pub const QUEUE_WAIT: &str = "cpc.queue_wait";
     /// The partnership's script running.
     pub const SCRIPT: &str = "cpc.script";
-    /// Writing the decision record (reserved: the record store does not exist yet).
+    /// Writing the decision to the decision record (waiting for its group commit).
     pub const RECORD_WRITE: &str = "cpc.record_write";
 }
 
@@ -125,6 +124,7 @@ struct Phases {
     queued_at: Option<SystemTime>,
     slot_at: Option<SystemTime>,
     script: Option<(SystemTime, Option<SystemTime>)>,
+    record: Option<(SystemTime, Option<(SystemTime, bool)>)>,
     code: &'static str,
 }
 
@@ -148,6 +148,7 @@ impl CallTrace {
                 queued_at: None,
                 slot_at: None,
                 script: None,
+                record: None,
                 code: "UNKNOWN",
             })
         });
@@ -179,6 +180,20 @@ impl CallTrace {
     pub fn script_ended(&mut self) {
         if let Some(Phases { script: Some((_, end)), .. }) = self.inner.as_deref_mut() {
             *end = Some(SystemTime::now());
+        }
+    }
+
+    /// The decision is handed to the decision record.
+    pub fn record_started(&mut self) {
+        if let Some(p) = &mut self.inner {
+            p.record = Some((SystemTime::now(), None));
+        }
+    }
+
+    /// The record's write returned: `ok` if the decision is durable.
+    pub fn record_ended(&mut self, ok: bool) {
+        if let Some(Phases { record: Some((_, end)), .. }) = self.inner.as_deref_mut() {
+            *end = Some((SystemTime::now(), ok));
         }
     }
 
@@ -238,7 +253,11 @@ impl Drop for CallTrace {
             child(span::QUEUE_WAIT, queued_at, p.slot_at.unwrap_or(ended), if waited { Status::Ok } else { status.clone() });
         }
         if let Some((from, to)) = p.script {
-            child(span::SCRIPT, from, to.unwrap_or(ended), status);
+            child(span::SCRIPT, from, to.unwrap_or(ended), status.clone());
+        }
+        if let Some((from, to)) = p.record {
+            let (to, ok) = to.unwrap_or((ended, false));
+            child(span::RECORD_WRITE, from, to, if ok { Status::Ok } else { Status::error(Cow::Borrowed("UNAVAILABLE")) });
         }
         parent.span().end_with_timestamp(ended);
     }

@@ -77,7 +77,9 @@ async fn decision_spans_reach_the_collector_without_personal_data() {
 
     let rules = support::fixture();
     let store = support::load(rules.path(), support::slow_limits());
-    let options = ServerOptions { otlp_endpoint: Some(format!("http://{collector_addr}")), ..ServerOptions::default() };
+    let record_dir = tempfile::tempdir().expect("tmp");
+    let record = cpc_rules::record::Record::open(cpc_rules::record::RecordConfig::new(cpc_rules::record::Target::Sqlite(record_dir.path().join("record.sqlite")))).expect("record");
+    let options = ServerOptions { otlp_endpoint: Some(format!("http://{collector_addr}")), record: Some(record), ..ServerOptions::default() };
     let server = support::start(Arc::clone(&store), options, false).await;
 
     // A typed decision, an Evaluate whose facts hold a name, and a refusal for an unknown
@@ -113,7 +115,7 @@ async fn decision_spans_reach_the_collector_without_personal_data() {
     assert_eq!(attribute(ok, attr::KIND).as_deref(), Some("child_invitation"));
     assert_eq!(attribute(ok, attr::REVISION).as_deref(), Some(decided.rules_revision.as_str()));
     assert_eq!(attribute(ok, attr::STATUS_CODE).as_deref(), Some("OK"));
-    for phase in [span::ADMISSION, span::SCRIPT] {
+    for phase in [span::ADMISSION, span::SCRIPT, span::RECORD_WRITE] {
         let child = spans
             .iter()
             .find(|s| s.name == phase && s.trace_id == ok.trace_id && s.parent_span_id == ok.span_id)

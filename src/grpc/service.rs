@@ -213,7 +213,10 @@ impl Decider {
                         caller: who.to_string(),
                         case_ref_hash: record.hash_case_ref(&case_ref),
                     };
-                    if let Err(e) = record.write(entry).await {
+                    trace.record_started();
+                    let written = record.write(entry).await;
+                    trace.record_ended(written.is_ok());
+                    if let Err(e) = written {
                         match record.on_failure() {
                             FailurePolicy::Refuse => {
                                 trace.failed(tonic::Code::Unavailable);
