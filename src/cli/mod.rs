@@ -250,7 +250,7 @@ struct ServeArgs {
     /// Queue-delay bound: longest expected wait a decision is queued with (and longest it waits) before RESOURCE_EXHAUSTED.
     #[arg(long, env = "CPC_MAX_QUEUE_WAIT", default_value = "2s", value_parser = humantime::parse_duration, help_heading = "Load")]
     max_queue_wait: std::time::Duration,
-    /// Most script slots one partnership holds while others are active (default: a fair share; idle slots are lent).
+    /// Most script slots one partnership holds while others are active (default: the cores shared among the active partnerships, at least one each; idle slots are lent).
     #[arg(long, env = "CPC_PARTNERSHIP_SLOTS", help_heading = "Load")]
     partnership_slots: Option<usize>,
     /// Longest any call may take (a shorter grpc-timeout from the caller wins).

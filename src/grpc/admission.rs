@@ -21,10 +21,12 @@
 //!   call still waiting when its deadline passes, or after `max_queue_delay`, leaves the queue
 //!   without being decided.
 //! - **Bulkheads.** While more than one partnership is active (running, queued, or called in
-//!   the last [`ACTIVE_WINDOW`]), each may hold at most its share of the slots — the slots
-//!   divided among the active partnerships, or [`AdmissionConfig::partnership_slots`] — and a
-//!   freed slot goes to the waiting partnership holding the fewest. A partnership alone borrows
-//!   every idle slot.
+//!   the last [`ACTIVE_WINDOW`]), each may hold at most its share — the *cores* divided among
+//!   the active partnerships (at least one each), or [`AdmissionConfig::partnership_slots`] —
+//!   and a freed slot goes to the waiting partnership holding the fewest. A partnership alone
+//!   borrows every idle slot. The share is of cores, not slots, because scripts are CPU-bound:
+//!   a flooded partnership holding more running scripts than its share of the cores takes CPU
+//!   from its neighbours' decisions even when they never wait for a slot.
 //! - **Early shedding.** When every active partnership is saturated (a new call would be shed)
 //!   or the queue is at its hard cap, [`Admission::early_shed`] says so from two atomics, so the
 //!   guard layer sheds the next decision call before its request is even decoded.
@@ -72,13 +74,16 @@ pub struct AdmissionConfig {
     pub target: Duration,
     /// CoDel's interval: how long sojourns must stay above target to mean overload.
     pub interval: Duration,
-    /// Most slots one partnership holds while others are active (`None`: a fair share).
+    /// Most slots one partnership holds while others are active (`None`: a fair share of
+    /// [`AdmissionConfig::cores`]).
     pub partnership_slots: Option<usize>,
+    /// The cores scripts run on: what the fair share divides among active partnerships.
+    pub cores: usize,
 }
 
 impl AdmissionConfig {
     /// `slots` slots with the default bounds: 16,384 waiting, 2 s queue delay, 100 ms target
-    /// over a 1 s interval, fair shares.
+    /// over a 1 s interval, fair shares of as many cores as slots.
     pub fn with_slots(slots: usize) -> Self {
         AdmissionConfig {
             slots,
@@ -87,6 +92,7 @@ impl AdmissionConfig {
             target: Duration::from_millis(100),
             interval: Duration::from_secs(1),
             partnership_slots: None,
+            cores: slots,
         }
     }
 }
@@ -188,7 +194,7 @@ impl<T> Core<T> {
         }
         let share = match self.cfg.partnership_slots {
             Some(n) => n,
-            None => self.cfg.slots.div_ceil(others + 1),
+            None => self.cfg.cores.max(1).div_ceil(others + 1),
         };
         share.clamp(1, self.cfg.slots)
     }
@@ -652,6 +658,21 @@ mod tests {
         c.arrive(t0, "york", None, 0);
         assert_eq!(c.arrive(t0, "norfolk", None, 1), Arrival::Run(1));
         assert_eq!(c.arrive(t0, "norfolk", None, 2), Arrival::Queued(1), "one slot each while both are active");
+    }
+
+    #[test]
+    fn the_fair_share_is_of_cores_not_slots() {
+        let t0 = Instant::now();
+        let mut cfg = config(8);
+        cfg.cores = 2;
+        let mut c = Core::new(cfg);
+        // Alone, norfolk borrows every idle slot.
+        for i in 0..3 {
+            assert!(matches!(c.arrive(t0, "norfolk", None, i), Arrival::Run(_)));
+        }
+        // With york active too, each may hold one core's worth: york runs, norfolk waits.
+        assert!(matches!(c.arrive(t0, "york", None, 100), Arrival::Run(_)));
+        assert!(matches!(c.arrive(t0, "norfolk", None, 3), Arrival::Queued(_)), "norfolk is over its share of the cores");
     }
 
     #[test]

@@ -164,6 +164,7 @@ impl ServerOptions {
             target: self.queue_target,
             interval: Duration::from_secs(1),
             partnership_slots: self.partnership_slots,
+            cores: std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get),
         }
     }
 }
