@@ -221,9 +221,11 @@ pub(crate) fn decision(d: &json::Decision, heading_level_2: bool, title: &str) -
 /// as the admissibility record, leaves it out rather than saying it twice).
 fn decision_parts(d: &json::Decision, heading_level_2: bool, title: &str, with_outcome: bool) -> Markup {
     let assumed = d.reasons.iter().filter(|r| r.citation.assumption).count();
+    // A page may show two decisions (a replay): each section is labelled by its own heading.
+    let heading_id = format!("decision-{}", title.chars().filter(char::is_ascii_alphanumeric).collect::<String>().to_ascii_lowercase());
     html! {
-        section class="decision" aria-labelledby="decision-title" {
-            @if heading_level_2 { h2 id="decision-title" { (title) } } @else { h1 id="decision-title" { (title) } }
+        section class="decision" aria-labelledby=(heading_id) {
+            @if heading_level_2 { h2 id=(heading_id) { (title) } } @else { h1 id=(heading_id) { (title) } }
             @if with_outcome {
                 div class=(format!("outcome outcome-{}", d.outcome)) {
                     p class="outcome-label" { "Outcome: " strong { (humanize(&d.outcome)) } }

@@ -123,6 +123,8 @@ await step("Stage 2 admissibility: a panel member enters a complaint and reads t
   await page.emulateMedia({ media: "screen" });
 });
 
+let decisionId = "";
+
 await step("Make a decision: a missing fact is an error tied to its field, then the decision", async () => {
   await page.goto(`${base}/decide`);
   await page.getByRole("link", { name: "Attendance with City of York's rules" }).click();
@@ -151,6 +153,8 @@ await step("Make a decision: a missing fact is an error tied to its field, then 
   assert.ok(await page.getByRole("heading", { name: "What happens next" }).count() === 1);
   await axe(page, "decision result");
   await page.screenshot({ path: `${shots}/decision.png`, fullPage: true });
+  decisionId = (await page.locator("dl.meta code").first().innerText()).trim();
+  assert.match(decisionId, /^[0-9a-f-]{36}$/, "the decision shows its id");
 });
 
 await step("Compare partnerships, Assumptions and Look up a decision", async () => {
@@ -161,9 +165,17 @@ await step("Compare partnerships, Assumptions and Look up a decision", async () 
   await page.goto(`${base}/assumptions`);
   assert.ok(await page.getByRole("table").count() >= 1);
   await axe(page, "assumptions");
+  // The decision just made is in the decision record: found by its id, and replayed.
   await page.goto(`${base}/decisions`);
-  await page.getByText("No decision record is configured").waitFor();
+  await page.getByLabel("Decision id").fill(decisionId);
+  await page.getByRole("button", { name: "Look up" }).click();
+  await page.getByRole("heading", { name: "The decision" }).waitFor();
+  assert.match(await page.locator(".outcome").innerText(), /Outcome: Proceed without/);
   await axe(page, "look up");
+  await page.getByRole("button", { name: "Replay with today's rules" }).click();
+  await page.getByText("rules make the same decision").waitFor();
+  await axe(page, "replay");
+  await page.screenshot({ path: `${shots}/replay.png`, fullPage: true });
 });
 
 await step("no Content-Security-Policy violation or script error", async () => {
