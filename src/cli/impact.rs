@@ -264,29 +264,13 @@ struct Server {
     known: Vec<String>,
 }
 
-fn json_to_struct(v: &Value) -> prost_types::Value {
-    use prost_types::value::Kind;
-    let kind = match v {
-        Value::Null => Kind::NullValue(0),
-        Value::Bool(b) => Kind::BoolValue(*b),
-        Value::Number(n) => Kind::NumberValue(n.as_f64().unwrap_or_default()),
-        Value::String(s) => Kind::StringValue(s.clone()),
-        Value::Array(a) => Kind::ListValue(prost_types::ListValue { values: a.iter().map(json_to_struct).collect() }),
-        Value::Object(m) => Kind::StructValue(prost_types::Struct { fields: m.iter().map(|(k, v)| (k.clone(), json_to_struct(v))).collect() }),
-    };
-    prost_types::Value { kind: Some(kind) }
-}
-
 impl Decider for Server {
     fn decide(&mut self, input: &Input) -> Answer {
         if !self.known.contains(&input.partnership) {
             return Answer::NoPartnership;
         }
-        let fields = match input.facts.as_object() {
-            Some(m) => m.iter().map(|(k, v)| (k.clone(), json_to_struct(v))).collect(),
-            None => Default::default(),
-        };
-        let req = pb::EvaluateRequest { partnership: input.partnership.clone(), kind: input.kind.clone(), facts: Some(prost_types::Struct { fields }), case_ref: String::new() };
+        let facts = input.facts.as_object().map(cpc_rules::grpc::convert::json_to_struct).unwrap_or_default();
+        let req = pb::EvaluateRequest { partnership: input.partnership.clone(), kind: input.kind.clone(), facts: Some(facts), case_ref: String::new() };
         let request = self.client.request(req);
         let mut client = pb::decision_service_client::DecisionServiceClient::new(self.client.channel.clone());
         match self.runtime.block_on(client.evaluate(request)) {

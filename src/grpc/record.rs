@@ -10,7 +10,6 @@
 
 use std::sync::Arc;
 
-use serde_json::Value;
 use tonic::{Request, Response, Status};
 
 use super::convert::timestamp;
@@ -39,26 +38,8 @@ impl RecordApi {
     }
 }
 
-/// A JSON value as a protobuf `Value`.
-pub fn json_to_value(v: &Value) -> prost_types::Value {
-    use prost_types::value::Kind;
-    let kind = match v {
-        Value::Null => Kind::NullValue(0),
-        Value::Bool(b) => Kind::BoolValue(*b),
-        Value::Number(n) => Kind::NumberValue(n.as_f64().unwrap_or_default()),
-        Value::String(s) => Kind::StringValue(s.clone()),
-        Value::Array(a) => Kind::ListValue(prost_types::ListValue { values: a.iter().map(json_to_value).collect() }),
-        Value::Object(m) => Kind::StructValue(json_to_struct(m)),
-    };
-    prost_types::Value { kind: Some(kind) }
-}
-
-fn json_to_struct(m: &serde_json::Map<String, Value>) -> prost_types::Struct {
-    prost_types::Struct { fields: m.iter().map(|(k, v)| (k.clone(), json_to_value(v))).collect() }
-}
-
 fn to_pb(r: DecisionRecord) -> pb::RecordedDecision {
-    let facts = r.facts.as_object().map(json_to_struct);
+    let facts = r.facts.as_object().map(super::convert::json_to_struct);
     pb::RecordedDecision {
         facts,
         today: r.today.format("%Y-%m-%d").to_string(),

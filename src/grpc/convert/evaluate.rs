@@ -142,3 +142,23 @@ fn number_to_json(n: f64, path: &str, out: &mut Vec<FieldViolation>) -> Value {
     }
 }
 
+
+/// A JSON value as a protobuf `Value` (the way back from [`value_to_json`], for facts that were
+/// validated already: a recorded decision's, or the CLI's when it calls a server).
+pub fn json_to_value(v: &Value) -> prost_types::Value {
+    use prost_types::value::Kind;
+    let kind = match v {
+        Value::Null => Kind::NullValue(0),
+        Value::Bool(b) => Kind::BoolValue(*b),
+        Value::Number(n) => Kind::NumberValue(n.as_f64().unwrap_or_default()),
+        Value::String(s) => Kind::StringValue(s.clone()),
+        Value::Array(a) => Kind::ListValue(prost_types::ListValue { values: a.iter().map(json_to_value).collect() }),
+        Value::Object(m) => Kind::StructValue(json_to_struct(m)),
+    };
+    prost_types::Value { kind: Some(kind) }
+}
+
+/// A JSON object as a protobuf `Struct` (see [`json_to_value`]).
+pub fn json_to_struct(m: &Map<String, Value>) -> prost_types::Struct {
+    prost_types::Struct { fields: m.iter().map(|(k, v)| (k.clone(), json_to_value(v))).collect() }
+}

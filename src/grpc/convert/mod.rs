@@ -20,6 +20,7 @@ pub mod responses;
 
 use serde_json::Value;
 
+pub use evaluate::{json_to_struct, json_to_value};
 pub use responses::{partnership_info, reload_ids, timestamp};
 
 use super::pb;
