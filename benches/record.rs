@@ -7,7 +7,11 @@
 //! CPC_BENCH_SECONDS=10 CPC_BENCH_CLIENTS=64 CPC_BENCH_ROUNDS=5 cargo bench -p cpc-rules-bench --bench record
 //! ```
 //!
-//! The three ways are run in rounds (off, SQLite, PostgreSQL, off, …) and each way's median is
+//! Calls with a `case_ref` spread over `CPC_BENCH_CASE_REFS` cases (default 100,000), as a real
+//! record's would, so the `case_ref` index is exercised as in production.
+//! `CPC_BENCH_COMMIT_INTERVAL_US` sets the record's commit interval (default: the server's).
+//! `CPC_BENCH_WAYS=off,sqlite` (any of `off`, `sqlite`, `postgres`) measures only those, for a
+//! profiler. The three ways are run in rounds (off, SQLite, PostgreSQL, off, …) and each way's median is
 //! reported, so a change in the machine's other load during the run does not favour one way.
 //!
 //! PostgreSQL: `CPC_BENCH_POSTGRES` (default `postgres://postgres@127.0.0.1:5432`); the bench
@@ -77,7 +81,7 @@ fn psql(db: &str, sql: &str) -> bool {
         .is_ok_and(|s| s.success())
 }
 
-fn measure(rules: &std::path::Path, record: Option<Arc<Record>>, seconds: u64, clients: usize) -> f64 {
+fn measure(rules: &std::path::Path, record: Option<Arc<Record>>, seconds: u64, clients: usize, case_refs: usize) -> f64 {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
     let store = Arc::new(RuleStore::load(rules, Limits::default()).expect("the bundled rules load"));
     rt.block_on(async move {
@@ -109,7 +113,11 @@ fn measure(rules: &std::path::Path, record: Option<Arc<Record>>, seconds: u64, c
             tasks.push(tokio::spawn(async move {
                 let mut i = c;
                 while !stop.load(Ordering::Relaxed) {
-                    let r = reqs[i % reqs.len()].clone();
+                    let mut r = reqs[i % reqs.len()].clone();
+                    if !r.case_ref.is_empty() {
+                        // Cases spread as in a real partnership's record, not two hot keys.
+                        r.case_ref = format!("CASE-{}", (i.wrapping_mul(2_654_435_761)) % case_refs);
+                    }
                     i += 1;
                     client.evaluate(r).await.expect("every call is decided (and recorded)");
                     if counting.load(Ordering::Relaxed) {
@@ -134,16 +142,69 @@ fn measure(rules: &std::path::Path, record: Option<Arc<Record>>, seconds: u64, c
     })
 }
 
+/// The writer's database work alone: µs per decision to insert typical decisions in batches of
+/// `batch`, commit included (`CPC_BENCH_WAYS=insert`).
+fn insert_only(batch: usize) {
+    use cpc_rules::record::{DecisionRecord, store::Row};
+    let dir = tempfile::tempdir().expect("tmp");
+    let mut db = cpc_rules::record::Db::open(&Target::Sqlite(dir.path().join("insert.sqlite"))).expect("db");
+    let decision: cpc_rules::model::Decision = {
+        let store = RuleStore::load(std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../rules")), Limits::default()).expect("rules");
+        let loaded = store.get("york").expect("york");
+        let set = &loaded.set;
+        let facts = serde_json::json!({"age": 14, "sufficient_understanding": true, "wishes_to_attend": "yes", "sensitive_information": true});
+        let today = chrono::NaiveDate::from_ymd_opt(2026, 12, 3).expect("date");
+        set.decide(&cpc_rules::model::DecisionRequest { partnership: "york".into(), kind: "child_invitation".into(), facts, today }).expect("decides")
+    };
+    let n = 20_000;
+    let now = chrono::Utc::now();
+    let rows: Vec<Row> = (0..n)
+        .map(|i| {
+            let issued = cpc_rules::model::IssuedDecision::stamp(decision.clone(), now + chrono::Duration::microseconds(i as i64));
+            Row::encode(&DecisionRecord {
+                decision_id: issued.decision_id,
+                decided_at: issued.decided_at,
+                today: now.date_naive(),
+                facts: serde_json::json!({"age": 14}),
+                decision: issued.decision,
+                caller: "bench".into(),
+                case_ref_hash: Some(format!("{:064x}", (i as u128).wrapping_mul(0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c834) % 100_000)),
+            })
+            .expect("encode")
+        })
+        .collect();
+    let started = Instant::now();
+    for chunk in rows.chunks(batch) {
+        db.transaction(|db| db.insert_rows(chunk, &[])).expect("insert");
+    }
+    let us = started.elapsed().as_secs_f64() * 1e6 / n as f64;
+    println!("insert only: {n} decisions in batches of {batch}: {us:.1} µs per decision (one writer thread, commit and fsync included)");
+}
+
 fn main() {
+    if std::env::var("CPC_BENCH_WAYS").is_ok_and(|w| w == "insert") {
+        for batch in [1, 13, 64, 512] {
+            insert_only(batch);
+        }
+        return;
+    }
     if std::env::args().any(|a| a == "--list") {
         println!("record: bench");
         return;
     }
     let seconds = env_or("CPC_BENCH_SECONDS", 4u64);
     let clients = env_or("CPC_BENCH_CLIENTS", 256usize);
+    let case_refs = env_or("CPC_BENCH_CASE_REFS", 100_000usize).max(1);
+    let commit_interval = std::env::var("CPC_BENCH_COMMIT_INTERVAL_US")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map_or(cpc_rules::record::DEFAULT_COMMIT_INTERVAL, Duration::from_micros);
     let rules = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../rules")).to_path_buf();
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    println!("decision record overhead: {clients} concurrent clients, {seconds} s per run after 1 s warm-up, {cores} cores, Evaluate mix (3 kinds × 2 partnerships), median of {} rounds", env_or("CPC_BENCH_ROUNDS", 3usize).max(1));
+    println!(
+        "decision record overhead: {clients} concurrent clients, {seconds} s per run after 1 s warm-up, {cores} cores, Evaluate mix (3 kinds × 2 partnerships, {case_refs} case refs, record commits at most every {commit_interval:?}), median of {} rounds",
+        env_or("CPC_BENCH_ROUNDS", 3usize).max(1)
+    );
     let rounds = env_or("CPC_BENCH_ROUNDS", 3usize).max(1);
     let dir = tempfile::tempdir().expect("tmp");
     let db = format!("cpc_record_bench_{}", std::process::id());
@@ -155,21 +216,29 @@ fn main() {
     let mut sqlite = Vec::new();
     let mut pg = Vec::new();
     let mut pg_note = if pg_target.is_some() { String::new() } else { "NOT MEASURED: cannot create a database with psql (set CPC_BENCH_POSTGRES)".to_string() };
+    let ways = env_or("CPC_BENCH_WAYS", "off,sqlite,postgres".to_string());
+    let way = |w: &str| ways.split(',').any(|x| x.trim() == w);
     for round in 0..rounds {
-        off.push(measure(&rules, None, seconds, clients));
-        let record = Record::open(RecordConfig::new(Target::Sqlite(dir.path().join(format!("bench-{round}.sqlite"))))).expect("SQLite record");
-        sqlite.push(measure(&rules, Some(Arc::clone(&record)), seconds, clients));
-        drop(record);
-        if let Some(url) = &pg_target {
-            match Record::open(RecordConfig { key_file: Some(key.clone()), ..RecordConfig::new(Target::Postgres(url.clone())) }) {
+        if way("off") {
+            off.push(measure(&rules, None, seconds, clients, case_refs));
+        }
+        if way("sqlite") {
+            let config = RecordConfig { commit_interval, ..RecordConfig::new(Target::Sqlite(dir.path().join(format!("bench-{round}.sqlite")))) };
+            let record = Record::open(config).expect("SQLite record");
+            sqlite.push(measure(&rules, Some(Arc::clone(&record)), seconds, clients, case_refs));
+            drop(record);
+        }
+        if let Some(url) = pg_target.as_ref().filter(|_| way("postgres")) {
+            match Record::open(RecordConfig { key_file: Some(key.clone()), commit_interval, ..RecordConfig::new(Target::Postgres(url.clone())) }) {
                 Ok(record) => {
-                    pg.push(measure(&rules, Some(Arc::clone(&record)), seconds, clients));
+                    pg.push(measure(&rules, Some(Arc::clone(&record)), seconds, clients, case_refs));
                     drop(record);
                 }
                 Err(e) => pg_note = format!("not measured: {e}"),
             }
         }
-        eprintln!("round {}: off {:.0}/s, SQLite {:.0}/s, PostgreSQL {}", round + 1, off[round], sqlite[round], pg.get(round).map_or("—".into(), |p| format!("{p:.0}/s")));
+        let shown = |v: &[f64]| v.get(round).map_or("—".to_string(), |p| format!("{p:.0}/s"));
+        eprintln!("round {}: off {}, SQLite {}, PostgreSQL {}", round + 1, shown(&off), shown(&sqlite), shown(&pg));
     }
     std::thread::sleep(Duration::from_millis(200));
     if pg_target.is_some() {

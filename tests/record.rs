@@ -122,6 +122,13 @@ async fn sqlite_record_round_trip_replay_revisions_and_refusals() {
     let mut admin_rules = cpc_rules::grpc::pb::rules_service_client::RulesServiceClient::new(channel.clone());
     let reload = admin_rules.reload_rules(with_token(ADMIN, pb::ReloadRulesRequest { partnerships: vec!["good".into()] })).await.expect("reload").into_inner();
     assert_eq!(reload.swapped.len(), 1, "{reload:?}");
+    // The reply says what the change does to the decisions already recorded: the one made so
+    // far would now be decided differently.
+    let impact = reload.swapped[0].record_impact.clone().expect("the reload reply carries the impact on recorded decisions");
+    assert_eq!((impact.days, impact.replayed, impact.changed, impact.refused), (30, 1, 1, 0), "{impact:?}");
+    assert_eq!(impact.outcome_changes.get("invite → represent_views"), Some(&1), "{impact:?}");
+    assert!(impact.examples.first().is_some_and(|e| e.starts_with(&first.decision_id)), "{impact:?}");
+    assert!(impact.unavailable.is_empty());
     let second = decisions.check_child_invitation(with_token(CALLER, child("good", 12))).await.expect("decide").into_inner();
     assert_eq!(second.outcome, "represent_views");
     assert_ne!(second.rules_revision, first.rules_revision);

@@ -240,6 +240,10 @@ struct ServeArgs {
     /// When a new revision goes live, replay the recorded decisions of this many days against it and log how many would change (0: off).
     #[arg(long, env = "CPC_RELOAD_IMPACT_DAYS", default_value_t = 30, help_heading = "Decision record")]
     reload_impact_days: u32,
+    /// Under load, start a record commit at most this often, so more decisions share one fsync
+    /// (an idle record commits at once; 0: commit whatever is queued as soon as the last commit ends).
+    #[arg(long, env = "CPC_RECORD_COMMIT_INTERVAL", default_value = "2ms", value_parser = humantime::parse_duration, help_heading = "Decision record")]
+    record_commit_interval: std::time::Duration,
 
     /// Most rule scripts running at once (default: 4 per core).
     #[arg(long, env = "CPC_MAX_CONCURRENT_DECISIONS", help_heading = "Load")]
@@ -735,6 +739,7 @@ fn open_record(args: &ServeArgs) -> Result<Option<Arc<cpc_rules::record::Record>
         on_failure: if args.record_failure == RecordFailure::Serve { FailurePolicy::Serve } else { FailurePolicy::Refuse },
         retention_days: args.retention_days,
         reload_impact_days: args.reload_impact_days,
+        commit_interval: args.record_commit_interval,
         ..RecordConfig::new(target)
     };
     let record = Record::open(config).map_err(|e| format!("{e} (start with --record off to serve without a decision record)"))?;

@@ -253,7 +253,7 @@ pub async fn serve_all(
     }
     let console_decider = decider.clone();
     let decisions = DecisionServiceServer::new(DecisionApi::new(decider)).max_decoding_message_size(options.max_request_bytes);
-    let rules = RulesServiceServer::new(RulesApi::new(Arc::clone(&store))).max_decoding_message_size(options.max_request_bytes);
+    let rules = RulesServiceServer::new(RulesApi::new(Arc::clone(&store)).with_record(options.record.clone())).max_decoding_message_size(options.max_request_bytes);
     let record_api = RecordServiceServer::new(RecordApi::new(options.record.clone())).max_decoding_message_size(options.max_request_bytes);
     let shutting_down = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let record_health = options.record.as_ref().filter(|r| r.on_failure() == crate::record::FailurePolicy::Refuse).map(|r| {

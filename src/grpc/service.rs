@@ -214,7 +214,7 @@ impl Decider {
                         case_ref_hash: record.hash_case_ref(&case_ref),
                     };
                     trace.record_started();
-                    let written = record.write(entry).await;
+                    let written = record.write(&entry).await;
                     trace.record_ended(written.is_ok());
                     if let Err(e) = written {
                         match record.on_failure() {
@@ -442,12 +442,21 @@ impl DecisionService for DecisionApi {
 #[derive(Debug, Clone)]
 pub struct RulesApi {
     store: Arc<RuleStore>,
+    record: Option<Arc<Record>>,
 }
 
 impl RulesApi {
     /// The rules service over `store`.
     pub fn new(store: Arc<RuleStore>) -> Self {
-        Self { store }
+        Self { store, record: None }
+    }
+
+    /// With a decision record, a reload's reply says what each new revision changes in the
+    /// recorded decisions of the last `--reload-impact-days` days.
+    #[must_use]
+    pub fn with_record(mut self, record: Option<Arc<Record>>) -> Self {
+        self.record = record;
+        self
     }
 }
 
@@ -481,8 +490,28 @@ impl RulesService for RulesApi {
             status::invalid_argument(&v)
         })?;
         let store = Arc::clone(&self.store);
+        let record = self.record.clone();
         let started = Instant::now();
-        let report = tokio::task::spawn_blocking(move || store.reload(&ids)).await.map_err(|join| {
+        let report = tokio::task::spawn_blocking(move || {
+            let report = store.reload(&ids);
+            let impacts: Vec<Option<pb::RecordImpact>> = report
+                .swapped
+                .iter()
+                .map(|(id, revision)| {
+                    let record = record.as_ref()?;
+                    let days = record.config().reload_impact_days;
+                    let loaded = store.get(id).filter(|l| l.set.revision() == revision && days > 0)?;
+                    Some(convert::record_impact(days, record.impact(id, &loaded.set, days)))
+                })
+                .collect();
+            let mut reply = pb::ReloadRulesResponse::from(report);
+            for (swapped, impact) in reply.swapped.iter_mut().zip(impacts) {
+                swapped.record_impact = impact;
+            }
+            reply
+        })
+        .await
+        .map_err(|join| {
             tracing::error!(error = %join, "reload task failed");
             status::worker_failed()
         })?;
@@ -493,6 +522,6 @@ impl RulesService for RulesApi {
             latency_ms = started.elapsed().as_secs_f64() * 1000.0,
             "rules reloaded on request"
         );
-        Ok(Response::new(report.into()))
+        Ok(Response::new(report))
     }
 }

@@ -342,6 +342,83 @@ const ROWS_PER_INSERT: usize = 64;
 
 const COLUMNS: &str = "decision_id, decided_at, today, facts, decision, caller, case_ref_hash";
 
+/// The `INSERT` for `n` decisions (`n` one of [`ROWS_PER_INSERT`], 8 or 1), built once.
+fn insert_sql(n: usize) -> &'static str {
+    static SQL: std::sync::OnceLock<[String; 3]> = std::sync::OnceLock::new();
+    let [big, eight, one] = SQL.get_or_init(|| {
+        let make = |n: usize| {
+            let rows: Vec<String> =
+                (0..n).map(|r| format!("({})", (1..=Row::COLUMNS).map(|c| format!("${}", r * Row::COLUMNS + c)).collect::<Vec<_>>().join(", "))).collect();
+            format!(
+                "INSERT INTO decisions (decision_id, partnership, kind, outcome, revision, decided_at, today, case_ref_hash, caller, facts, decision) \
+                 VALUES {} ON CONFLICT (decision_id) DO NOTHING",
+                rows.join(", ")
+            )
+        };
+        [make(ROWS_PER_INSERT), make(8), make(1)]
+    });
+    match n {
+        ROWS_PER_INSERT => big,
+        8 => eight,
+        _ => one,
+    }
+}
+
+/// One decision as the `decisions` table holds it: every column already encoded (the facts and
+/// the decision as JSON text), so writing it is only binding values.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Row {
+    decision_id: String,
+    partnership: String,
+    kind: String,
+    outcome: String,
+    revision: String,
+    decided_at: i64,
+    today: String,
+    case_ref_hash: Option<String>,
+    caller: String,
+    facts: String,
+    decision: String,
+}
+
+impl Row {
+    const COLUMNS: usize = 11;
+
+    /// Encodes `r` for the `decisions` table.
+    pub fn encode(r: &DecisionRecord) -> Result<Row, RecordError> {
+        let d = &r.decision;
+        Ok(Row {
+            decision_id: r.decision_id.clone(),
+            partnership: d.partnership.clone(),
+            kind: d.kind.clone(),
+            outcome: d.outcome.clone(),
+            revision: d.rules_revision.clone(),
+            decided_at: micros(r.decided_at),
+            today: r.today.format("%Y-%m-%d").to_string(),
+            case_ref_hash: r.case_ref_hash.clone(),
+            caller: r.caller.clone(),
+            facts: r.facts.to_string(),
+            decision: serde_json::to_string(d).map_err(unavailable)?,
+        })
+    }
+
+    fn params(&self, out: &mut Vec<Val>) {
+        out.extend([
+            Val::text(&self.decision_id),
+            Val::text(&self.partnership),
+            Val::text(&self.kind),
+            Val::text(&self.outcome),
+            Val::text(&self.revision),
+            Val::int(self.decided_at),
+            Val::text(&self.today),
+            Val::Text(self.case_ref_hash.clone()),
+            Val::text(&self.caller),
+            Val::text(&self.facts),
+            Val::text(&self.decision),
+        ]);
+    }
+}
+
 fn row_to_record(row: &[Val]) -> Result<DecisionRecord, RecordError> {
     let text = |i: usize| row.get(i).and_then(Val::as_text).unwrap_or_default().to_string();
     let bad = |what: &str, e: &dyn std::fmt::Display| RecordError::Unavailable(format!("a recorded {what} cannot be read: {e}"));
@@ -414,37 +491,27 @@ impl Db {
     /// Inserts decisions and adds refusal counts (inside the caller's transaction). A decision
     /// already recorded (same id) is left as it is.
     pub fn insert(&mut self, records: &[&DecisionRecord], refusals: &[(RefusalKey, u64)]) -> Result<(), RecordError> {
-        // Multi-row inserts, up to ROWS_PER_INSERT rows a statement: one round trip for many
-        // decisions (PostgreSQL), one statement to step (SQLite).
-        for chunk in records.chunks(ROWS_PER_INSERT) {
-            let mut params = Vec::with_capacity(chunk.len() * 11);
-            let mut rows = Vec::with_capacity(chunk.len());
+        let rows = records.iter().map(|r| Row::encode(r)).collect::<Result<Vec<_>, _>>()?;
+        self.insert_rows(&rows, refusals)
+    }
+
+    /// [`Db::insert`] for decisions already encoded (the group-commit writer has its callers
+    /// encode their own, so the one writing thread only inserts).
+    ///
+    /// Rows go in with at most three statement shapes — [`ROWS_PER_INSERT`] rows, 8 rows and 1
+    /// row — each prepared once per connection and then reused: one round trip for many
+    /// decisions on PostgreSQL, and no SQL text to build and parse per batch on SQLite.
+    pub fn insert_rows<R: std::borrow::Borrow<Row>>(&mut self, rows: &[R], refusals: &[(RefusalKey, u64)]) -> Result<(), RecordError> {
+        let mut rest = rows;
+        while !rest.is_empty() {
+            let n = [ROWS_PER_INSERT, 8, 1].into_iter().find(|&n| rest.len() >= n).unwrap_or(1);
+            let (chunk, tail) = rest.split_at(n);
+            rest = tail;
+            let mut params = Vec::with_capacity(n * Row::COLUMNS);
             for r in chunk {
-                let d = &r.decision;
-                let first = params.len() + 1;
-                rows.push(format!("({})", (first..first + 11).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")));
-                params.extend([
-                    Val::text(&r.decision_id),
-                    Val::text(&d.partnership),
-                    Val::text(&d.kind),
-                    Val::text(&d.outcome),
-                    Val::text(&d.rules_revision),
-                    Val::int(micros(r.decided_at)),
-                    Val::text(r.today.format("%Y-%m-%d").to_string()),
-                    Val::Text(r.case_ref_hash.clone()),
-                    Val::text(&r.caller),
-                    Val::text(r.facts.to_string()),
-                    Val::text(serde_json::to_string(d).map_err(unavailable)?),
-                ]);
+                r.borrow().params(&mut params);
             }
-            self.sql.execute(
-                &format!(
-                    "INSERT INTO decisions (decision_id, partnership, kind, outcome, revision, decided_at, today, case_ref_hash, caller, facts, decision) \
-                     VALUES {} ON CONFLICT (decision_id) DO NOTHING",
-                    rows.join(", ")
-                ),
-                &params,
-            )?;
+            self.sql.execute(insert_sql(n), &params)?;
         }
         for (k, n) in refusals {
             self.sql.execute(

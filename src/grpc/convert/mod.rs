@@ -21,7 +21,7 @@ pub mod responses;
 use serde_json::Value;
 
 pub use evaluate::{json_to_struct, json_to_value};
-pub use responses::{partnership_info, reload_ids, timestamp};
+pub use responses::{partnership_info, record_impact, reload_ids, timestamp};
 
 use super::pb;
 use crate::facts::FieldViolation;

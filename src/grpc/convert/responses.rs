@@ -98,7 +98,7 @@ pub fn partnership_info(info: model::PartnershipInfo, kinds: Vec<pb::DecisionKin
 impl From<ReloadReport> for pb::ReloadRulesResponse {
     fn from(r: ReloadReport) -> Self {
         pb::ReloadRulesResponse {
-            swapped: r.swapped.into_iter().map(|(id, revision)| pb::SwappedPartnership { id, revision }).collect(),
+            swapped: r.swapped.into_iter().map(|(id, revision)| pb::SwappedPartnership { id, revision, record_impact: None }).collect(),
             unchanged: r.unchanged,
             skipped: r.skipped,
             refused: r
@@ -107,6 +107,22 @@ impl From<ReloadReport> for pb::ReloadRulesResponse {
                 .map(|refusal| pb::RefusedPartnership { problems: refusal.lines(), partnership: refusal.partnership })
                 .collect(),
         }
+    }
+}
+
+/// The impact of a new revision on recorded decisions, as the reload reply gives it.
+pub fn record_impact(days: u32, impact: Result<crate::record::replay::ImpactSummary, crate::record::RecordError>) -> pb::RecordImpact {
+    match impact {
+        Ok(s) => pb::RecordImpact {
+            days,
+            replayed: s.replayed as u64,
+            changed: s.changed as u64,
+            refused: s.refused as u64,
+            outcome_changes: s.outcome_changes.into_iter().map(|(k, n)| (k, n as u64)).collect(),
+            examples: s.examples.into_iter().map(|(id, diffs)| format!("{id}: {}", diffs.join("; "))).collect(),
+            unavailable: String::new(),
+        },
+        Err(e) => pb::RecordImpact { days, unavailable: e.to_string(), ..Default::default() },
     }
 }
 
