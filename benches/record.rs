@@ -4,7 +4,7 @@
 //!
 //! ```sh
 //! cargo bench -p cpc-rules-bench --bench record
-//! CPC_BENCH_SECONDS=10 CPC_BENCH_CLIENTS=64 CPC_BENCH_ROUNDS=5 cargo bench -p cpc-rules-bench --bench record
+//! CPC_BENCH_SECONDS=10 CPC_BENCH_CLIENTS=64 CPC_BENCH_ROUNDS=9 cargo bench -p cpc-rules-bench --bench record
 //! ```
 //!
 //! Calls with a `case_ref` spread over `CPC_BENCH_CASE_REFS` cases (default 100,000), as a real
@@ -203,9 +203,9 @@ fn main() {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     println!(
         "decision record overhead: {clients} concurrent clients, {seconds} s per run after 1 s warm-up, {cores} cores, Evaluate mix (3 kinds × 2 partnerships, {case_refs} case refs, record commits at most every {commit_interval:?}), median of {} rounds",
-        env_or("CPC_BENCH_ROUNDS", 3usize).max(1)
+        env_or("CPC_BENCH_ROUNDS", 5usize).max(1)
     );
-    let rounds = env_or("CPC_BENCH_ROUNDS", 3usize).max(1);
+    let rounds = env_or("CPC_BENCH_ROUNDS", 5usize).max(1);
     let dir = tempfile::tempdir().expect("tmp");
     let db = format!("cpc_record_bench_{}", std::process::id());
     let base_url = env_or("CPC_BENCH_POSTGRES", "postgres://postgres@127.0.0.1:5432".to_string());
