@@ -164,16 +164,19 @@ fn run(
         if let Some(job) = first {
             take(job, &mut rows, &mut waiters, &mut archives);
         }
-        // Pacing: gather until an interval has passed since the last commit began.
-        let not_before = last_write + commit_interval;
+        // Pacing: with a decision waiting, sleep out the rest of the interval since the last
+        // commit began, then take everything that arrived. Sleeping (rather than waiting on the
+        // queue) means arrivals do not wake this thread one by one: one wake-up a commit, not
+        // one a decision.
+        if !waiters.is_empty() {
+            if let Some(wait) = (last_write + commit_interval).checked_duration_since(Instant::now()) {
+                std::thread::sleep(wait);
+            }
+        }
         while waiters.len() < MAX_BATCH {
-            let next = match not_before.checked_duration_since(Instant::now()) {
-                Some(wait) if !waiters.is_empty() && !wait.is_zero() => rx.recv_timeout(wait).ok(),
-                _ => rx.try_recv().ok(),
-            };
-            match next {
-                Some(job) => take(job, &mut rows, &mut waiters, &mut archives),
-                None => break,
+            match rx.try_recv() {
+                Ok(job) => take(job, &mut rows, &mut waiters, &mut archives),
+                Err(_) => break,
             }
         }
         if waiters.is_empty() && archives.is_empty() && (refusals.is_empty() || last_write.elapsed() < IDLE_FLUSH) {
