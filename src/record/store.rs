@@ -223,10 +223,11 @@ pub(super) const ARCHIVE_LOCK: i64 = 0x00c0_de14;
 
 /// The migrations, in order: (version, name, statements). Never edit one that has shipped; add
 /// the next.
-pub const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "decision record, refusal counts, revision archive",
-    "
+pub const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "decision record, refusal counts, revision archive",
+        "
 CREATE TABLE decisions (
     decision_id   TEXT PRIMARY KEY,
     partnership   TEXT NOT NULL,
@@ -269,7 +270,18 @@ CREATE TABLE revision_periods (
     PRIMARY KEY (partnership, live_from, revision)
 );
 ",
-)];
+    ),
+    (
+        2,
+        "shared decision texts",
+        "
+CREATE TABLE decision_texts (
+    id   TEXT PRIMARY KEY,
+    body TEXT NOT NULL
+);
+",
+    ),
+];
 
 /// Microseconds since the Unix epoch.
 pub fn micros(t: DateTime<Utc>) -> i64 {
@@ -329,7 +341,16 @@ pub struct RevisionPeriod {
 /// A connection to the record, with every query the record makes.
 pub struct Db {
     pub(super) sql: Box<dyn Sql>,
+    /// Shared texts known to be committed (not inserted again).
+    known_texts: std::collections::HashSet<String>,
+    /// Shared texts inserted by the open transaction (known once it commits).
+    pending_texts: std::collections::HashSet<String>,
+    /// Shared texts read, parsed.
+    text_cache: std::collections::HashMap<String, serde_json::Value>,
 }
+
+/// Most shared texts remembered (written or read) per connection before the memory is cleared.
+const TEXTS_REMEMBERED: usize = 50_000;
 
 impl std::fmt::Debug for Db {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -379,6 +400,24 @@ pub struct Row {
     caller: String,
     facts: String,
     decision: String,
+    /// The shared texts `decision` refers to: (id, text).
+    texts: Vec<(String, String)>,
+}
+
+/// The parts of a decision kept once in `decision_texts` and referred to by id: the rules'
+/// wording, the same in every decision that takes the same path through them.
+const SHARED_FIELDS: [&str; 4] = ["summary", "reasons", "actions", "details"];
+
+/// A part shorter than this (as JSON) stays in the row: a reference would not be shorter.
+const SHARED_MIN_LEN: usize = 64;
+
+/// The key under which a stored decision lists its shared parts: `{"reasons": "<id>", …}`.
+const SHARED_KEY: &str = "$texts";
+
+/// A shared text's id: the first 128 bits of its SHA-256, in hex.
+fn text_id(text: &str) -> String {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(text.as_bytes()).iter().take(16).map(|b| format!("{b:02x}")).collect()
 }
 
 impl Row {
@@ -387,6 +426,7 @@ impl Row {
     /// Encodes `r` for the `decisions` table.
     pub fn encode(r: &DecisionRecord) -> Result<Row, RecordError> {
         let d = &r.decision;
+        let (decision, texts) = Row::split(d)?;
         Ok(Row {
             decision_id: r.decision_id.clone(),
             partnership: d.partnership.clone(),
@@ -398,8 +438,36 @@ impl Row {
             case_ref_hash: r.case_ref_hash.clone(),
             caller: r.caller.clone(),
             facts: r.facts.to_string(),
-            decision: serde_json::to_string(d).map_err(unavailable)?,
+            decision,
+            texts,
         })
+    }
+
+    /// The decision as stored: its wording (summary, reasons, actions, details) moved out to
+    /// shared texts, so a row holds little more than the facts and the references. The reasons
+    /// of a path through the rules are the same text in every decision that takes it; writing
+    /// them once instead of in every row is what keeps recording cheap (docs/record.md).
+    fn split(d: &crate::model::Decision) -> Result<(String, Vec<(String, String)>), RecordError> {
+        let mut value = serde_json::to_value(d).map_err(unavailable)?;
+        let mut texts = Vec::new();
+        if let Some(obj) = value.as_object_mut() {
+            let mut refs = serde_json::Map::new();
+            for field in SHARED_FIELDS {
+                let Some(part) = obj.get(field) else { continue };
+                let text = part.to_string();
+                if text.len() < SHARED_MIN_LEN {
+                    continue;
+                }
+                obj.remove(field);
+                let id = text_id(&text);
+                refs.insert(field.to_string(), serde_json::Value::String(id.clone()));
+                texts.push((id, text));
+            }
+            if !refs.is_empty() {
+                obj.insert(SHARED_KEY.to_string(), serde_json::Value::Object(refs));
+            }
+        }
+        Ok((value.to_string(), texts))
     }
 
     fn params(&self, out: &mut Vec<Val>) {
@@ -419,18 +487,8 @@ impl Row {
     }
 }
 
-fn row_to_record(row: &[Val]) -> Result<DecisionRecord, RecordError> {
-    let text = |i: usize| row.get(i).and_then(Val::as_text).unwrap_or_default().to_string();
-    let bad = |what: &str, e: &dyn std::fmt::Display| RecordError::Unavailable(format!("a recorded {what} cannot be read: {e}"));
-    Ok(DecisionRecord {
-        decision_id: text(0),
-        decided_at: from_micros(row.get(1).and_then(Val::as_int).unwrap_or_default()),
-        today: NaiveDate::parse_from_str(&text(2), "%Y-%m-%d").map_err(|e| bad("date", &e))?,
-        facts: serde_json::from_str(&text(3)).map_err(|e| bad("facts", &e))?,
-        decision: serde_json::from_str(&text(4)).map_err(|e| bad("decision", &e))?,
-        caller: text(5),
-        case_ref_hash: row.get(6).and_then(Val::as_text).map(str::to_string),
-    })
+fn bad(what: &str, e: &dyn std::fmt::Display) -> RecordError {
+    RecordError::Unavailable(format!("a recorded {what} cannot be read: {e}"))
 }
 
 impl Db {
@@ -440,7 +498,7 @@ impl Db {
             Target::Sqlite(p) => Box::new(Sqlite::open(p)?),
             Target::Postgres(url) => Box::new(Pg::open(url)?),
         };
-        let mut db = Db { sql };
+        let mut db = Db { sql, known_texts: Default::default(), pending_texts: Default::default(), text_cache: Default::default() };
         db.migrate()?;
         Ok(db)
     }
@@ -448,19 +506,80 @@ impl Db {
     /// Runs `f` in a write transaction: committed if it succeeds, rolled back if not.
     pub fn transaction<T>(&mut self, f: impl FnOnce(&mut Db) -> Result<T, RecordError>) -> Result<T, RecordError> {
         self.sql.begin()?;
-        match f(self) {
+        self.pending_texts.clear();
+        let result = f(self).and_then(|v| self.sql.batch("COMMIT").map(|()| v));
+        match result {
             Ok(v) => {
-                if let Err(e) = self.sql.batch("COMMIT") {
-                    let _ = self.sql.batch("ROLLBACK");
-                    return Err(e);
+                if self.known_texts.len() + self.pending_texts.len() > TEXTS_REMEMBERED {
+                    self.known_texts.clear();
                 }
+                self.known_texts.extend(self.pending_texts.drain());
                 Ok(v)
             }
             Err(e) => {
+                self.pending_texts.clear();
                 let _ = self.sql.batch("ROLLBACK");
                 Err(e)
             }
         }
+    }
+
+    /// Rows of [`COLUMNS`] back into records, their shared texts put back in place.
+    fn records(&mut self, rows: &[Vec<Val>]) -> Result<Vec<DecisionRecord>, RecordError> {
+        let mut decisions = Vec::with_capacity(rows.len());
+        let mut wanted = Vec::new();
+        for row in rows {
+            let stored: serde_json::Value = serde_json::from_str(row.get(4).and_then(Val::as_text).unwrap_or_default()).map_err(|e| bad("decision", &e))?;
+            if let Some(refs) = stored.get(SHARED_KEY).and_then(serde_json::Value::as_object) {
+                wanted.extend(refs.values().filter_map(serde_json::Value::as_str).filter(|id| !self.text_cache.contains_key(*id)).map(str::to_string));
+            }
+            decisions.push(stored);
+        }
+        self.fetch_texts(wanted)?;
+        rows.iter()
+            .zip(decisions)
+            .map(|(row, mut stored)| {
+                if let Some(serde_json::Value::Object(refs)) = stored.as_object_mut().and_then(|o| o.remove(SHARED_KEY)) {
+                    for (field, id) in refs {
+                        let id = id.as_str().unwrap_or_default();
+                        let part = self.text_cache.get(id).cloned().ok_or_else(|| bad("decision", &format!("its shared text {id} is not in the record")))?;
+                        if let Some(obj) = stored.as_object_mut() {
+                            obj.insert(field, part);
+                        }
+                    }
+                }
+                let text = |i: usize| row.get(i).and_then(Val::as_text).unwrap_or_default().to_string();
+                Ok(DecisionRecord {
+                    decision_id: text(0),
+                    decided_at: from_micros(row.get(1).and_then(Val::as_int).unwrap_or_default()),
+                    today: NaiveDate::parse_from_str(&text(2), "%Y-%m-%d").map_err(|e| bad("date", &e))?,
+                    facts: serde_json::from_str(&text(3)).map_err(|e| bad("facts", &e))?,
+                    decision: serde_json::from_value(stored).map_err(|e| bad("decision", &e))?,
+                    caller: text(5),
+                    case_ref_hash: row.get(6).and_then(Val::as_text).map(str::to_string),
+                })
+            })
+            .collect()
+    }
+
+    /// Reads the shared texts `ids` into the cache (100 a query).
+    fn fetch_texts(&mut self, mut ids: Vec<String>) -> Result<(), RecordError> {
+        ids.sort();
+        ids.dedup();
+        if self.text_cache.len() + ids.len() > TEXTS_REMEMBERED {
+            self.text_cache.clear();
+        }
+        for chunk in ids.chunks(100) {
+            let marks: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
+            let params: Vec<Val> = chunk.iter().map(Val::text).collect();
+            let sql = format!("SELECT id, body FROM decision_texts WHERE id IN ({})", marks.join(", "));
+            for row in self.sql.query(&sql, &params)? {
+                let (Some(id), Some(text)) = (row.first().and_then(Val::as_text), row.get(1).and_then(Val::as_text)) else { continue };
+                let part = serde_json::from_str(text).map_err(|e| bad("decision text", &e))?;
+                self.text_cache.insert(id.to_string(), part);
+            }
+        }
+        Ok(())
     }
 
     /// The migration versions applied.
@@ -502,6 +621,15 @@ impl Db {
     /// row — each prepared once per connection and then reused: one round trip for many
     /// decisions on PostgreSQL, and no SQL text to build and parse per batch on SQLite.
     pub fn insert_rows<R: std::borrow::Borrow<Row>>(&mut self, rows: &[R], refusals: &[(RefusalKey, u64)]) -> Result<(), RecordError> {
+        for row in rows {
+            for (id, text) in &row.borrow().texts {
+                if self.known_texts.contains(id) || self.pending_texts.contains(id) {
+                    continue;
+                }
+                self.sql.execute("INSERT INTO decision_texts (id, body) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING", &[Val::text(id), Val::text(text)])?;
+                self.pending_texts.insert(id.clone());
+            }
+        }
         let mut rest = rows;
         while !rest.is_empty() {
             let n = [ROWS_PER_INSERT, 8, 1].into_iter().find(|&n| rest.len() >= n).unwrap_or(1);
@@ -526,7 +654,7 @@ impl Db {
     /// The decision with id `id`.
     pub fn get(&mut self, id: &str) -> Result<Option<DecisionRecord>, RecordError> {
         let rows = self.sql.query(&format!("SELECT {COLUMNS} FROM decisions WHERE decision_id = $1"), &[Val::text(id)])?;
-        rows.first().map(|r| row_to_record(r)).transpose()
+        Ok(self.records(&rows)?.pop())
     }
 
     /// Decisions matching `filter`, newest first, `size` at most per page, from `token`.
@@ -569,7 +697,7 @@ impl Db {
         let where_ = if clauses.is_empty() { String::new() } else { format!("WHERE {}", clauses.join(" AND ")) };
         let sql = format!("SELECT {COLUMNS} FROM decisions {where_} ORDER BY decided_at DESC, decision_id DESC LIMIT {}", size + 1);
         let rows = self.sql.query(&sql, &params)?;
-        let mut records = rows.iter().map(|r| row_to_record(r)).collect::<Result<Vec<_>, _>>()?;
+        let mut records = self.records(&rows)?;
         let next = if records.len() > size {
             records.truncate(size);
             records.last().map(|r| format!("{}:{}", micros(r.decided_at), r.decision_id))
@@ -589,7 +717,8 @@ impl Db {
             ),
             None => (format!("SELECT {COLUMNS} FROM decisions WHERE decided_at >= $1 ORDER BY decided_at, decision_id LIMIT {limit}"), vec![Val::int(micros(since))]),
         };
-        self.sql.query(&sql, &params)?.iter().map(|r| row_to_record(r)).collect()
+        let rows = self.sql.query(&sql, &params)?;
+        self.records(&rows)
     }
 
     /// How many decisions are recorded with each id in `ids` (0 for one not recorded).
@@ -650,10 +779,10 @@ mod tests {
         let dir = tempfile::tempdir().expect("tmp");
         let target = Target::Sqlite(dir.path().join("r.sqlite"));
         let mut db = Db::open(&target).expect("open");
-        assert_eq!(db.applied().expect("applied"), vec![1]);
+        assert_eq!(db.applied().expect("applied"), vec![1, 2]);
         drop(db);
         let mut db = Db::open(&target).expect("reopen");
-        assert_eq!(db.applied().expect("applied"), vec![1]);
+        assert_eq!(db.applied().expect("applied"), vec![1, 2]);
         assert!(db.get("nope").expect("get").is_none());
         let page = db.list(&Filter::default(), 10, None).expect("list");
         assert!(page.records.is_empty() && page.next.is_none());
@@ -718,5 +847,64 @@ mod tests {
         db.purge(now - chrono::Duration::days(365), true).expect("purge");
         assert!(db.get("old").expect("get").is_none());
         assert_eq!(db.all_ids().expect("ids").len(), 130);
+    }
+
+    #[test]
+    fn wording_is_stored_once_and_put_back_on_reading() {
+        use crate::model::{Action, Citation, Reason};
+        let dir = tempfile::tempdir().expect("tmp");
+        let mut db = Db::open(&Target::Sqlite(dir.path().join("r.sqlite"))).expect("open");
+        let now = chrono::SubsecRound::trunc_subsecs(crate::clock::now(), 6);
+        let with_wording = |id: &str, due: Option<NaiveDate>| {
+            let mut r = record(id, "invite", now);
+            r.decision.summary = "The child is invited to the conference and can bring someone to support them.".into();
+            r.decision.reasons = vec![Reason {
+                rule_id: "york.child.invite".into(),
+                text: "A child of twelve or over who understands what the conference is about is invited.".into(),
+                citation: Citation { document: "Child protection conferences: a guide for parents".into(), section: "Children and young people".into(), assumption: false },
+            }];
+            r.decision.actions = vec![Action { code: "invite_child".into(), description: "Invite the child in writing.".into(), due_date: due, responsible: "conference_chair".into() }];
+            r
+        };
+        let a = with_wording("a", None);
+        let b = with_wording("b", None);
+        let c = with_wording("c", NaiveDate::from_ymd_opt(2027, 1, 4));
+        // A transaction that fails writes nothing, and does not leave its texts taken as known.
+        let failed = db.transaction(|db| {
+            db.insert(&[&a], &[])?;
+            Err::<(), _>(RecordError::Unavailable("fails".into()))
+        });
+        assert!(failed.is_err());
+        db.transaction(|db| db.insert(&[&a, &b], &[])).expect("insert");
+        db.transaction(|db| db.insert(&[&c], &[])).expect("insert");
+
+        // Read back whole, as written.
+        assert_eq!(db.get("a").expect("get"), Some(a.clone()));
+        assert_eq!(db.get("c").expect("get"), Some(c.clone()));
+        let mut fresh = Db::open(&Target::Sqlite(dir.path().join("r.sqlite"))).expect("reopen");
+        assert_eq!(fresh.get("b").expect("get"), Some(b.clone()), "a new connection reads the texts from the database");
+        assert_eq!(fresh.since(None, now - chrono::Duration::days(1), 10).expect("since").len(), 3);
+
+        // The rows hold references, the wording is there once: summary, reasons and the two
+        // action lists (one with a due date) — four texts for three decisions.
+        let stored = db.sql.query("SELECT decision FROM decisions WHERE decision_id = $1", &[Val::text("a")]).expect("row");
+        let stored = stored[0][0].as_text().expect("text").to_string();
+        assert!(!stored.contains("twelve") && stored.contains(SHARED_KEY), "{stored}");
+        let texts = db.sql.query("SELECT COUNT(*) FROM decision_texts", &[]).expect("count");
+        assert_eq!(texts[0][0].as_int(), Some(4));
+
+        // A row written before the texts were shared (the whole decision inline) reads as it was.
+        let mut old = with_wording("old", None);
+        old.decision_id = "old".into();
+        let whole = serde_json::to_string(&old.decision).expect("json");
+        db.sql
+            .execute(
+                "INSERT INTO decisions (decision_id, partnership, kind, outcome, revision, decided_at, today, case_ref_hash, caller, facts, decision) \
+                 VALUES ($1, 'york', 'child_invitation', 'invite', 'r1', $2, $3, NULL, 'anonymous', '{\"age\":14}', $4)",
+                &[Val::text("old"), Val::int(micros(now)), Val::text(now.date_naive().format("%Y-%m-%d").to_string()), Val::text(whole)],
+            )
+            .expect("old row");
+        old.case_ref_hash = None;
+        assert_eq!(db.get("old").expect("get"), Some(old));
     }
 }
