@@ -168,10 +168,10 @@ fn run(
         // commit began, then take everything that arrived. Sleeping (rather than waiting on the
         // queue) means arrivals do not wake this thread one by one: one wake-up a commit, not
         // one a decision.
-        if !waiters.is_empty() {
-            if let Some(wait) = (last_write + commit_interval).checked_duration_since(Instant::now()) {
-                std::thread::sleep(wait);
-            }
+        if !waiters.is_empty()
+            && let Some(wait) = (last_write + commit_interval).checked_duration_since(Instant::now())
+        {
+            std::thread::sleep(wait);
         }
         while waiters.len() < MAX_BATCH {
             match rx.try_recv() {
