@@ -501,7 +501,7 @@ impl RulesService for RulesApi {
                     let record = record.as_ref()?;
                     let days = record.config().reload_impact_days;
                     let loaded = store.get(id).filter(|l| l.set.revision() == revision && days > 0)?;
-                    Some(convert::record_impact(days, record.impact(id, &loaded.set, days)))
+                    Some(convert::record_impact(days, record.reload_impact(id, &loaded.set)))
                 })
                 .collect();
             let mut reply = pb::ReloadRulesResponse::from(report);

@@ -263,6 +263,9 @@ pub struct RefusalKey {
     pub code: String,
 }
 
+/// A reload's impact, measured once.
+type ReloadImpact = Arc<std::sync::OnceLock<Result<replay::ImpactSummary, RecordError>>>;
+
 /// The record as the server uses it: a group-commit writer, a reading connection, the
 /// `case_ref` key and the archive bookkeeping.
 pub struct Record {
@@ -272,6 +275,7 @@ pub struct Record {
     reader: Mutex<Option<Db>>,
     archived: Arc<Mutex<HashSet<(String, String)>>>,
     replay_sets: Mutex<HashMap<(String, String), Arc<RuleSet>>>,
+    reload_impacts: Mutex<HashMap<(String, String), ReloadImpact>>,
     limits: Mutex<Limits>,
 }
 
@@ -306,6 +310,7 @@ impl Record {
             reader: Mutex::new(Some(reader)),
             archived,
             replay_sets: Mutex::new(HashMap::new()),
+            reload_impacts: Mutex::new(HashMap::new()),
             limits: Mutex::new(Limits::default()),
         }))
     }
@@ -377,7 +382,7 @@ impl Record {
                     let record = Arc::clone(&record);
                     let id = id.clone();
                     let revision = revision.clone();
-                    std::thread::spawn(move || match record.impact(&id, &loaded.set, days) {
+                    std::thread::spawn(move || match record.reload_impact(&id, &loaded.set) {
                         Ok(s) => tracing::info!(
                             partnership = %id,
                             %revision,
@@ -456,6 +461,21 @@ impl Record {
         let revision = revision.filter(|r| !r.is_empty()).unwrap_or(&rec.decision.rules_revision).to_string();
         let set = self.archived_set(&rec.decision.partnership, &revision)?;
         replay::replay(&rec, &set)
+    }
+
+    /// The impact of revision `set` of `partnership`, which has just gone live, on the recorded
+    /// decisions of the last `reload_impact_days` days: measured once per revision, whoever asks
+    /// first (the reload log or the `ReloadRules` reply), the other waiting for the same result.
+    pub fn reload_impact(&self, partnership: &str, set: &RuleSet) -> Result<replay::ImpactSummary, RecordError> {
+        let key = (partnership.to_string(), set.revision().to_string());
+        let once = {
+            let mut memo = self.reload_impacts.lock().map_err(|_| RecordError::Unavailable("the impact lock is poisoned".into()))?;
+            if memo.len() >= 32 && !memo.contains_key(&key) {
+                memo.clear();
+            }
+            Arc::clone(memo.entry(key).or_default())
+        };
+        once.get_or_init(|| self.impact(partnership, set, self.config.reload_impact_days)).clone()
     }
 
     /// Replays the recorded decisions of `partnership` of the last `days` days against `set`.
