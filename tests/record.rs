@@ -393,6 +393,11 @@ fn assert_all_recorded_once(target: &Target, acked: &[String]) {
     unique.sort();
     unique.dedup();
     assert_eq!(unique.len(), acked.len(), "a decision id was handed out twice");
+    // Read back whole from this database (SQLite or PostgreSQL): the wording, stored once and
+    // referred to, is put back in every decision.
+    let recent = db.since(None, chrono::DateTime::<chrono::Utc>::UNIX_EPOCH, 1000).expect("read the record back");
+    assert!(!recent.is_empty());
+    assert!(recent.iter().all(|r| !r.decision.summary.is_empty() && !r.decision.reasons.is_empty()), "a decision came back without its wording");
 }
 
 fn kill9_under_load(target_arg: &str, target: &Target, data: &Path) {
