@@ -12,10 +12,9 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use super::RecordError;
-use super::store::{ARCHIVE_LOCK, Db, RevisionPeriod, Val, from_micros, micros};
+use super::store::{ARCHIVE_LOCK, Db, RevisionPeriod, Val, from_micros, micros, sha256};
 use crate::engine::{RuleSources, SourceFile};
 
 /// One file of an archived revision.
@@ -28,10 +27,6 @@ pub struct ManifestEntry {
     pub path: String,
     /// SHA-256 of its text (hex): its key in `blobs`.
     pub sha256: String,
-}
-
-fn sha256(text: &str) -> String {
-    Sha256::digest(text.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The manifest of `sources`: every file with its role and hash.

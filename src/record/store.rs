@@ -414,10 +414,17 @@ const SHARED_MIN_LEN: usize = 64;
 /// The key under which a stored decision lists its shared parts: `{"reasons": "<id>", …}`.
 const SHARED_KEY: &str = "$texts";
 
+/// SHA-256 of `text`, in hex: the key of content-addressed text (archive blobs, shared texts).
+pub(super) fn sha256(text: &str) -> String {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(text.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// A shared text's id: the first 128 bits of its SHA-256, in hex.
 fn text_id(text: &str) -> String {
-    use sha2::Digest as _;
-    sha2::Sha256::digest(text.as_bytes()).iter().take(16).map(|b| format!("{b:02x}")).collect()
+    let mut id = sha256(text);
+    id.truncate(32);
+    id
 }
 
 impl Row {
